@@ -1,0 +1,240 @@
+//! Stage registration: how a stage type makes itself known to flow.
+//!
+//! A stage type is a options struct (serde + schemars, its doc comments are
+//! the user's documentation) that implements [`StageOptions`], registered
+//! with [`inventory::submit!`]:
+//!
+//! ```
+//! use flow_core::{BuildContext, ConfigError, Output, Stage, StageError, StageKind,
+//!                 StageOptions, StageType, Transform, Value};
+//!
+//! /// Adds one to a number.
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! #[serde(deny_unknown_fields)]
+//! struct Increment {
+//!     /// How much to add.
+//!     #[serde(default = "one")]
+//!     by: i64,
+//! }
+//! fn one() -> i64 { 1 }
+//!
+//! struct Add(i64);
+//! impl Transform for Add {
+//!     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
+//!         let n = flow_core::value::as_f64(input).ok_or_else(|| StageError::permanent("not a number"))?;
+//!         out.emit(flow_core::value::int(n as i64 + self.0));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! impl StageOptions for Increment {
+//!     fn build(self, _ctx: &BuildContext) -> Result<Stage, ConfigError> {
+//!         Ok(Stage::transform(move || Add(self.by)))
+//!     }
+//! }
+//!
+//! flow_core::inventory::submit! {
+//!     StageType::new::<Increment>("increment", StageKind::Processor,
+//!         "Adds a constant to numbers.",
+//!         "- name: plus2\n  type: increment\n  with: { by: 2 }")
+//! }
+//! ```
+//!
+//! The binary must link the crate (`use my_plugin as _;`), or the linker
+//! drops the registration.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use schemars::{JsonSchema, Schema};
+use serde::de::DeserializeOwned;
+
+use crate::Stage;
+
+/// What a stage type does in a graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageKind {
+    /// Makes items; has no inputs.
+    Source,
+    /// Turns each input into zero or more outputs.
+    Processor,
+    /// Consumes items; nothing reads from it.
+    Sink,
+}
+
+impl StageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Source => "source",
+            StageKind::Processor => "processor",
+            StageKind::Sink => "sink",
+        }
+    }
+}
+
+impl fmt::Display for StageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stage type's options (`with:` in the pipeline file) and how to build a
+/// stage from them.
+///
+/// Derive `Deserialize` with `#[serde(deny_unknown_fields)]` and
+/// `JsonSchema`; the doc comments on the struct's fields are what
+/// `flow stages TYPE` and `flow schema` show.
+pub trait StageOptions: DeserializeOwned + JsonSchema + Sized {
+    /// Checks the options and builds the stage. Compile expressions here,
+    /// once, and report a bad one as a [`ConfigError`] naming its key.
+    fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError>;
+}
+
+/// A registered stage type.
+pub struct StageType {
+    /// The `type:` name in pipeline files.
+    pub name: &'static str,
+    pub kind: StageKind,
+    /// One line for `flow stages`.
+    pub summary: &'static str,
+    /// A YAML stage entry using this type; a conformance test runs it
+    /// through validation.
+    pub example: &'static str,
+    schema: fn() -> Schema,
+    build: fn(&serde_json::Value, &BuildContext) -> Result<Stage, ConfigError>,
+}
+
+inventory::collect!(StageType);
+
+impl StageType {
+    pub const fn new<O: StageOptions>(
+        name: &'static str,
+        kind: StageKind,
+        summary: &'static str,
+        example: &'static str,
+    ) -> Self {
+        StageType {
+            name,
+            kind,
+            summary,
+            example,
+            schema: schema_of::<O>,
+            build: build_from::<O>,
+        }
+    }
+
+    /// The JSON Schema of the options, with their documentation.
+    pub fn options_schema(&self) -> Schema {
+        (self.schema)()
+    }
+
+    /// Deserialises `with` into the options (unknown keys rejected, the
+    /// failing key's path in the error) and builds the stage.
+    pub fn build(
+        &self,
+        with: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Stage, ConfigError> {
+        (self.build)(with, ctx)
+    }
+}
+
+fn schema_of<O: StageOptions>() -> Schema {
+    schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<O>()
+}
+
+fn build_from<O: StageOptions>(
+    with: &serde_json::Value,
+    ctx: &BuildContext,
+) -> Result<Stage, ConfigError> {
+    let options: O = serde_path_to_error::deserialize(with).map_err(|e| {
+        let key = match e.path().to_string().as_str() {
+            "." => String::new(),
+            path => path.to_string(),
+        };
+        ConfigError::new(key, e.into_inner().to_string())
+    })?;
+    options.build(ctx)
+}
+
+/// Every registered stage type, sorted by name.
+pub fn stage_types() -> Vec<&'static StageType> {
+    let mut types: Vec<_> = inventory::iter::<StageType>.into_iter().collect();
+    types.sort_by_key(|t| t.name);
+    types
+}
+
+/// The registered stage type called `name`.
+pub fn stage_type(name: &str) -> Option<&'static StageType> {
+    inventory::iter::<StageType>
+        .into_iter()
+        .find(|t| t.name == name)
+}
+
+/// What a stage type knows about the stage it builds.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    /// The stage's name in the pipeline.
+    pub stage: String,
+    /// How many workers the runner will ask the factory for.
+    pub workers: usize,
+    /// The pipeline file's directory: relative paths are resolved against it.
+    pub base_dir: PathBuf,
+}
+
+impl BuildContext {
+    /// Resolves a path from the pipeline file: relative to the file's
+    /// directory; `-` (stdin/stdout) and absolute paths are left alone.
+    pub fn resolve_path(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if path == "-" || p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// A bad stage option: the key (a path under `with`, like `retry.backoff`,
+/// empty for `with` itself) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+    /// For an error inside the option's text (an expression), the byte
+    /// offset in it, so the error can point at the column.
+    pub offset: Option<usize>,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+            offset: None,
+        }
+    }
+
+    /// A jq expression under `key` that does not compile.
+    pub fn expr(key: impl Into<String>, error: crate::ExprError) -> Self {
+        ConfigError {
+            key: key.into(),
+            offset: Some(error.offset),
+            message: format!("invalid expression: {error}"),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,292 @@
+//! The stage traits: the contract between a stage and the runner.
+//!
+//! # Execution model
+//!
+//! A pipeline is a graph of stages joined by bounded queues. The runner owns
+//! everything around a stage: its input queue, its pool of `workers`, rate
+//! limits, retries, timeouts, `on_error`, stats and completion hooks. A stage
+//! only turns values into values.
+//!
+//! * A **source** ([`Source`]) runs as one task. The runner calls
+//!   [`Source::next`] in a loop; each call emits a few items into an
+//!   [`Output`], and the runner moves them downstream (waiting while the
+//!   downstream queues are full: backpressure). The loop ends when `next`
+//!   returns [`Next::Done`], when the run is interrupted (the runner stops
+//!   calling, or drops a pending `next` future), or on an error, which stops
+//!   the run (exit code 1).
+//! * A **processor or sink** runs as `workers` concurrent workers on one
+//!   input queue. The runner calls the stage's worker factory once per
+//!   worker, so each worker owns its state (a connection, a subprocess);
+//!   share state between workers through an `Arc` captured by the factory.
+//!   A worker is either a [`Transform`] (synchronous: the cheap path, called
+//!   on batches of items with no `.await` and no allocation of its own) or a
+//!   [`Processor`] (asynchronous, for I/O).
+//!
+//! For every input item the runner calls `apply` / `process` once per
+//! attempt, with the item's value borrowed: the runner keeps it for a retry
+//! or a dead letter, and a stage that passes it on clones it (cheap: values
+//! share their contents). What the call emits into the [`Output`] goes to
+//! every consumer of the stage. If the call returns an error, whatever it
+//! emitted during that attempt is discarded; the runner then retries
+//! (retryable errors, up to `retry.attempts`) or applies `on_error`.
+//!
+//! When the input queue is finished (every upstream stage finished and the
+//! queue is drained) each worker's `finish` is called once, then the stage
+//! finishes and its consumers learn it. An error from `finish` stops the run.
+//! A sink is a processor whose outputs go nowhere: it emits nothing.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::{Item, Lineage, Value};
+
+/// How many items the runner moves between stages at a time: the size a
+/// source should aim for in one [`Source::next`] call.
+pub const BATCH: usize = 256;
+
+/// What a source call says about the items still to come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// More items may follow: call `next` again.
+    More,
+    /// The source is exhausted.
+    Done,
+}
+
+/// A stage that makes items: a file reader, a generator, a queue consumer.
+///
+/// Called from one task, never concurrently. Emit up to about [`BATCH`]
+/// items per call and return; do not hold back items you already have while
+/// awaiting something slow, since nothing moves downstream until `next`
+/// returns.
+#[async_trait]
+pub trait Source: Send + 'static {
+    /// Emits the next items into `out`.
+    async fn next(&mut self, out: &mut Output) -> Result<Next, StageError>;
+
+    /// How many items the source emits in all, when it knows (for progress
+    /// and ETA).
+    fn total(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A synchronous, cheap per-item worker: a `map`, a `filter`, a file sink.
+///
+/// The runner calls it on a batch of input items in a tight loop, with no
+/// `.await` between items. It must not block for long: slow or blocking work
+/// belongs in a [`Processor`].
+pub trait Transform: Send + 'static {
+    /// Handles one input value, emitting zero or more outputs.
+    fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError>;
+
+    /// Called once when the input is finished: emit or write what is held.
+    fn finish(&mut self, _out: &mut Output) -> Result<(), StageError> {
+        Ok(())
+    }
+}
+
+/// An asynchronous worker: HTTP calls, subprocesses, timers.
+///
+/// One instance per worker; `process` is never called concurrently on one
+/// instance, and a worker takes one item at a time from the input queue. A
+/// pending `process` future may be dropped (timeout, abort): leave the
+/// instance usable for the next call, or fail the next call.
+#[async_trait]
+pub trait Processor: Send + 'static {
+    /// Handles one input value, emitting zero or more outputs.
+    async fn process(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError>;
+
+    /// When this worker wants [`Processor::on_deadline`] called even if no
+    /// input arrives (a batcher's timeout). Checked after every call.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Called once the [`Processor::deadline`] has passed.
+    async fn on_deadline(&mut self, _out: &mut Output) -> Result<(), StageError> {
+        Ok(())
+    }
+
+    /// Called once when the input is finished: emit or write what is held.
+    async fn finish(&mut self, _out: &mut Output) -> Result<(), StageError> {
+        Ok(())
+    }
+}
+
+/// One worker of a processor or sink stage.
+pub enum Worker {
+    Transform(Box<dyn Transform>),
+    Processor(Box<dyn Processor>),
+}
+
+type WorkerFactory = dyn Fn(usize) -> Result<Worker, StageError> + Send + Sync;
+
+/// A stage as its type builds it from the options: ready to run.
+pub enum Stage {
+    /// A source: one instance.
+    Source(Box<dyn Source>),
+    /// A processor or sink: a factory called once per worker, with the
+    /// worker's index (0-based).
+    Workers(Box<WorkerFactory>),
+}
+
+impl Stage {
+    pub fn source(source: impl Source) -> Self {
+        Stage::Source(Box::new(source))
+    }
+
+    /// A stage whose workers are transforms made by `make`.
+    pub fn transform<T: Transform>(make: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        Stage::Workers(Box::new(move |_| Ok(Worker::Transform(Box::new(make())))))
+    }
+
+    /// A stage whose workers are processors made by `make` (which may fail,
+    /// e.g. when a subprocess does not start; that stops the run).
+    pub fn processor<P: Processor>(
+        make: impl Fn(usize) -> Result<P, StageError> + Send + Sync + 'static,
+    ) -> Self {
+        Stage::Workers(Box::new(move |i| Ok(Worker::Processor(Box::new(make(i)?)))))
+    }
+}
+
+/// Where a stage puts the items it makes.
+///
+/// [`Output::emit`] gives the new item the lineage of the input being
+/// handled, so completion hooks follow items without the stage's help.
+#[derive(Debug, Default)]
+pub struct Output {
+    items: Vec<Item>,
+    current: Lineage,
+}
+
+impl Output {
+    pub fn new() -> Self {
+        Output {
+            items: Vec::with_capacity(BATCH),
+            current: Lineage::NONE,
+        }
+    }
+
+    /// Emits a value made from the current input.
+    pub fn emit(&mut self, value: Value) {
+        let lineage = self.current.clone();
+        self.items.push(Item { value, lineage });
+    }
+
+    /// Emits a value with an explicit lineage: a source attaching a
+    /// completion hook, or a batcher emitting [`Lineage::merge`] of the
+    /// items it held.
+    pub fn emit_with(&mut self, value: Value, lineage: Lineage) {
+        self.items.push(Item { value, lineage });
+    }
+
+    /// The lineage of the input being handled, for a stage that keeps items
+    /// across calls.
+    pub fn lineage(&self) -> &Lineage {
+        &self.current
+    }
+
+    /// Items emitted and not yet taken by the runner.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Runner use: sets the lineage that [`Output::emit`] gives outputs.
+    pub fn set_lineage(&mut self, lineage: Lineage) {
+        self.current = lineage;
+    }
+
+    /// Runner use: takes back the current lineage (a failed input's).
+    pub fn take_lineage(&mut self) -> Lineage {
+        std::mem::take(&mut self.current)
+    }
+
+    /// Runner use: the emitted items.
+    pub fn items_mut(&mut self) -> &mut Vec<Item> {
+        &mut self.items
+    }
+
+    /// Runner use: forgets the items emitted after the first `len` (a
+    /// failed attempt's outputs).
+    pub fn truncate(&mut self, len: usize) {
+        self.items.truncate(len);
+    }
+}
+
+/// An error handling one item (or, from a source, the error that stops it).
+///
+/// Retryable errors (a timeout, a 503, a dead subprocess) are tried again
+/// when the stage has `retry`; permanent ones (a 404, an expression that
+/// fails on this input) never are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageError {
+    message: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl StageError {
+    /// An error that another attempt cannot fix.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        StageError {
+            message: message.to_string(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+
+    /// An error that another attempt may not have.
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        StageError {
+            retryable: true,
+            ..StageError::permanent(message)
+        }
+    }
+
+    /// Asks the retry layer to wait this long before the next attempt
+    /// instead of its backoff (an HTTP `Retry-After`).
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for StageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StageError {}
+
+impl From<std::io::Error> for StageError {
+    /// I/O errors are retryable unless they say the thing is missing or not
+    /// allowed.
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            NotFound | PermissionDenied | InvalidInput | InvalidData => StageError::permanent(e),
+            _ => StageError::retryable(e),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! flow's runner: from a pipeline file to a finished run.
+//!
+//! * [`plan`]: reads a pipeline file ([`yaml`], [`interpolate`], [`spec`]),
+//!   checks everything (with `file:line:column` for each problem) and builds
+//!   every stage: a [`plan::Plan`].
+//! * [`run`]: executes a plan: bounded [`queue`]s, a task per source,
+//!   worker pools, `on_error`, orderly completion.
+//! * [`stats`]: live counters and the end-of-run [`stats::Report`].
+//!
+//! The runner knows no stage type: stages come from the registry in
+//! `flow-core`, filled by whatever crates the binary links.
+
+pub mod error;
+pub mod interpolate;
+pub mod plan;
+pub mod queue;
+pub mod run;
+pub mod spec;
+pub mod stats;
+pub mod suggest;
+pub mod yaml;
+
+pub use error::{Problem, Problems};
+pub use plan::{Plan, load, load_str};
+pub use run::{RunControl, Running, run};
+pub use stats::{Report, Status};

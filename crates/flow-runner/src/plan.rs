@@ -1,0 +1,707 @@
+//! From a pipeline file to a checked, built [`Plan`]: every check runs, and
+//! every stage is built from its options, before anything runs.
+//!
+//! Problems are collected, not stopped at, so one `flow validate` shows all
+//! of them, each with `file:line:column`, the stage and the key.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use flow_core::{BuildContext, ConfigError, Stage, StageKind, StageType};
+
+use crate::error::{Problem, Problems};
+use crate::interpolate::interpolate;
+use crate::spec::{PipelineSpec, StageSpec};
+use crate::suggest::hint;
+use crate::yaml::{self, Pos, Positions};
+
+/// A validated pipeline whose stages are built and wired, ready to run.
+pub struct Plan {
+    pub name: String,
+    pub file: PathBuf,
+    /// In file order.
+    pub stages: Vec<PlannedStage>,
+}
+
+/// One stage of a [`Plan`].
+pub struct PlannedStage {
+    pub name: String,
+    pub type_name: String,
+    pub kind: StageKind,
+    /// Indices of the stages this one reads from.
+    pub inputs: Vec<usize>,
+    pub workers: usize,
+    /// Input queue capacity, in items (unused by sources).
+    pub queue: usize,
+    pub on_error: OnError,
+    pub stage: Stage,
+}
+
+/// What happens to an item whose processing failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Count it as dropped, log it, go on.
+    Drop,
+    /// Stop the run (exit code 1).
+    Fail,
+    /// Send `{"item", "error"}` to this stage.
+    DeadLetter(usize),
+}
+
+impl Plan {
+    /// The stages that read from stage `i`.
+    pub fn consumers(&self, i: usize) -> Vec<usize> {
+        (0..self.stages.len())
+            .filter(|&j| self.stages[j].inputs.contains(&i))
+            .collect()
+    }
+}
+
+/// Reads, interpolates (from the process environment), parses, checks and
+/// builds the pipeline file at `path`.
+pub fn load(path: &Path) -> Result<Plan, Problems> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Problems(vec![Problem {
+            file: file.clone(),
+            pos: None,
+            stage: None,
+            message: format!("cannot read the pipeline file: {e}"),
+        }])
+    })?;
+    load_str(&text, path, |name| std::env::var(name).ok())
+}
+
+/// [`load`] for a file's text, with `env` giving the variables.
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Plan, Problems> {
+    let file = path.display().to_string();
+    let problem = |pos, message: String| {
+        Problems(vec![Problem {
+            file: file.clone(),
+            pos,
+            stage: None,
+            message,
+        }])
+    };
+    let expanded = interpolate(text, env)
+        .map_err(|e| problem(Some(pos_of_offset(text, e.offset)), e.message))?;
+    // Positions come from the text as the user wrote it, so columns after a
+    // `${VAR}` are right; if only the expanded text is YAML, from that.
+    let mut positions = Positions::read(text);
+    if expanded != text && !positions.is_complete() {
+        positions = Positions::read(&expanded);
+    }
+    let spec: PipelineSpec = yaml::parse(&expanded).map_err(|e| {
+        let (stage, key) = stage_of_path(&expanded, &e.path);
+        let message = friendly(&e.message);
+        let message = match (key.as_str(), e.message.starts_with("unknown field")) {
+            (_, true) | ("", _) => message,
+            (key, false) => format!("{key}: {message}"),
+        };
+        let pos = if e.message.starts_with("unknown field") {
+            positions.key(&e.path)
+        } else {
+            positions.value(&e.path)
+        };
+        Problems(vec![Problem {
+            file: file.clone(),
+            pos: pos.or(e.pos),
+            stage,
+            message,
+        }])
+    })?;
+    let base_dir = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
+        .unwrap_or_else(|_| PathBuf::from("."));
+    Checker {
+        file,
+        positions: &positions,
+        problems: Vec::new(),
+    }
+    .check(spec, path, &base_dir)
+}
+
+struct Checker<'a> {
+    file: String,
+    positions: &'a Positions,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, stage: Option<&str>, pos: Option<Pos>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            pos,
+            stage: stage.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    fn check(mut self, spec: PipelineSpec, path: &Path, base_dir: &Path) -> Result<Plan, Problems> {
+        let stages = &spec.stages;
+        if stages.is_empty() {
+            let pos = self.positions.key("stages");
+            self.report(
+                None,
+                pos,
+                "stages: no stages; a pipeline needs a source and a sink",
+            );
+        }
+        self.check_unsupported(&spec);
+        let index = self.check_names(stages);
+        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        let types: Vec<Option<&'static StageType>> = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let found = flow_core::stage_type(&s.type_name);
+                if found.is_none() {
+                    let known = flow_core::stage_types();
+                    let message = format!(
+                        "unknown stage type \"{}\"{}",
+                        s.type_name,
+                        hint(&s.type_name, known.iter().map(|t| t.name))
+                    );
+                    let pos = self.positions.value(&format!("stages[{i}].type"));
+                    self.report(Some(&s.name), pos, message);
+                }
+                found
+            })
+            .collect();
+        let kinds: Vec<Option<StageKind>> = types.iter().map(|t| t.map(|t| t.kind)).collect();
+
+        let inputs: Vec<Vec<usize>> = (0..stages.len())
+            .map(|i| self.resolve_inputs(i, stages, &kinds, &index, &names))
+            .collect();
+        let on_error: Vec<OnError> = (0..stages.len())
+            .map(|i| self.resolve_on_error(i, &spec, &kinds, &index, &names))
+            .collect();
+        self.check_wiring(stages, &kinds, &inputs, &on_error);
+        if self.problems.is_empty() {
+            self.check_cycles(stages, &inputs, &on_error);
+        }
+
+        let mut planned = Vec::new();
+        for (i, s) in stages.iter().enumerate() {
+            let source = kinds[i] == Some(StageKind::Source);
+            let workers =
+                self.positive(i, s, "workers", s.workers, spec.defaults.workers, 1, source);
+            let queue = self.positive(i, s, "queue", s.queue, spec.defaults.queue, 64, source);
+            let Some(stage_type) = types[i] else { continue };
+            let ctx = BuildContext {
+                stage: s.name.clone(),
+                workers,
+                base_dir: base_dir.to_path_buf(),
+            };
+            let built = match s.with.as_ref().map(yaml::to_json).transpose() {
+                Ok(with) => {
+                    let with = with
+                        .filter(|w| !w.is_null())
+                        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+                    stage_type.build(&with, &ctx)
+                }
+                Err(e) => Err(ConfigError::new("", e)),
+            };
+            match built {
+                Ok(stage) => planned.push(PlannedStage {
+                    name: s.name.clone(),
+                    type_name: s.type_name.clone(),
+                    kind: stage_type.kind,
+                    inputs: inputs[i].clone(),
+                    workers,
+                    queue,
+                    on_error: on_error[i],
+                    stage,
+                }),
+                Err(e) => self.report_option(i, s, e),
+            }
+        }
+        for p in &planned {
+            let built_source = matches!(p.stage, Stage::Source(_));
+            if built_source != (p.kind == StageKind::Source) {
+                let message = format!(
+                    "stage type \"{}\" is registered as a {} but built a {}",
+                    p.type_name,
+                    p.kind,
+                    if built_source { "source" } else { "processor" }
+                );
+                self.problems.push(Problem {
+                    file: self.file.clone(),
+                    pos: None,
+                    stage: Some(p.name.clone()),
+                    message,
+                });
+            }
+        }
+        if !self.problems.is_empty() {
+            self.problems
+                .sort_by_key(|p| p.pos.map(|p| (p.line, p.column)));
+            return Err(Problems(self.problems));
+        }
+        let name = spec.name.unwrap_or_else(|| {
+            path.file_stem()
+                .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned())
+        });
+        Ok(Plan {
+            name,
+            file: path.to_path_buf(),
+            stages: planned,
+        })
+    }
+
+    /// Keys of the contract that this runner does not implement yet: an
+    /// error, never a silently ignored setting.
+    fn check_unsupported(&mut self, spec: &PipelineSpec) {
+        let d = &spec.defaults;
+        let mut found: Vec<(String, Option<&str>)> = Vec::new();
+        if !spec.limits.is_empty() {
+            found.push(("limits".into(), None));
+        }
+        let defaults = [
+            ("queue_bytes", d.queue_bytes.is_some()),
+            ("order", d.order.is_some()),
+            ("ordered", d.ordered.is_some()),
+            ("rate", d.rate.is_some()),
+            ("burst", d.burst.is_some()),
+            ("retry", d.retry.is_some()),
+            ("timeout", d.timeout.is_some()),
+        ];
+        for (key, set) in defaults {
+            if set {
+                found.push((format!("defaults.{key}"), None));
+            }
+        }
+        for (i, s) in spec.stages.iter().enumerate() {
+            let keys = [
+                ("queue_bytes", s.queue_bytes.is_some()),
+                ("order", s.order.is_some()),
+                ("ordered", s.ordered.is_some()),
+                ("priority", s.priority.is_some()),
+                ("rate", s.rate.is_some()),
+                ("burst", s.burst.is_some()),
+                ("rate_key", s.rate_key.is_some()),
+                ("retry", s.retry.is_some()),
+                ("timeout", s.timeout.is_some()),
+            ];
+            for (key, set) in keys {
+                if set {
+                    found.push((format!("stages[{i}].{key}"), Some(s.name.as_str())));
+                }
+            }
+        }
+        for (path, stage) in found {
+            let key = path.rsplit('.').next().unwrap_or(&path).to_string();
+            let pos = self.positions.key(&path);
+            self.report(
+                stage,
+                pos,
+                format!("{key}: not supported by this version of flow yet"),
+            );
+        }
+    }
+
+    fn check_names<'s>(&mut self, stages: &'s [StageSpec]) -> HashMap<&'s str, usize> {
+        let mut index = HashMap::new();
+        for (i, s) in stages.iter().enumerate() {
+            let pos = self.positions.value(&format!("stages[{i}].name"));
+            let valid = !s.name.is_empty()
+                && s.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                self.report(
+                    Some(&s.name),
+                    pos,
+                    "name: use only letters, digits, `_` and `-`",
+                );
+            }
+            if let Some(&first) = index.get(s.name.as_str()) {
+                let line = self
+                    .positions
+                    .value(&format!("stages[{first}].name"))
+                    .map_or(String::new(), |p| format!(" (first at line {})", p.line));
+                self.report(
+                    Some(&s.name),
+                    pos,
+                    format!("name: duplicate stage name{line}"),
+                );
+            } else {
+                index.insert(s.name.as_str(), i);
+            }
+        }
+        index
+    }
+
+    fn resolve_inputs(
+        &mut self,
+        i: usize,
+        stages: &[StageSpec],
+        kinds: &[Option<StageKind>],
+        index: &HashMap<&str, usize>,
+        names: &[&str],
+    ) -> Vec<usize> {
+        let s = &stages[i];
+        let name = Some(s.name.as_str());
+        let is_source = kinds[i] == Some(StageKind::Source);
+        let Some(list) = &s.inputs else {
+            if is_source || i == 0 {
+                return Vec::new();
+            }
+            if kinds[i - 1] == Some(StageKind::Sink) {
+                let pos = self.positions.value(&format!("stages[{i}]"));
+                let message = format!(
+                    "no `inputs:`, and the stage before it, \"{}\", is a sink with no output; \
+                     name this stage's inputs, or write `inputs: []` for a dead-letter stage",
+                    stages[i - 1].name
+                );
+                self.report(name, pos, message);
+                return Vec::new();
+            }
+            return vec![i - 1];
+        };
+        if is_source && !list.is_empty() {
+            let pos = self.positions.key(&format!("stages[{i}].inputs"));
+            let message = format!(
+                "inputs: a source takes no inputs (\"{}\" is a source type)",
+                s.type_name
+            );
+            self.report(name, pos, message);
+            return Vec::new();
+        }
+        let mut resolved = Vec::new();
+        for (j, input) in list.iter().enumerate() {
+            let pos = self.positions.value(&format!("stages[{i}].inputs[{j}]"));
+            match index.get(input.as_str()) {
+                None => {
+                    let message = format!(
+                        "inputs: unknown stage \"{input}\"{}",
+                        hint(input, names.iter().copied().filter(|n| *n != s.name))
+                    );
+                    self.report(name, pos, message);
+                }
+                Some(&k) if k == i => {
+                    self.report(name, pos, "inputs: a stage cannot read its own output")
+                }
+                Some(&k) if kinds[k] == Some(StageKind::Sink) => {
+                    let message = format!("inputs: \"{input}\" is a sink; nothing comes out of it");
+                    self.report(name, pos, message);
+                }
+                Some(&k) if resolved.contains(&k) => {
+                    self.report(name, pos, format!("inputs: \"{input}\" is listed twice"));
+                }
+                Some(&k) => resolved.push(k),
+            }
+        }
+        resolved
+    }
+
+    fn resolve_on_error(
+        &mut self,
+        i: usize,
+        spec: &PipelineSpec,
+        kinds: &[Option<StageKind>],
+        index: &HashMap<&str, usize>,
+        names: &[&str],
+    ) -> OnError {
+        let s = &spec.stages[i];
+        let (value, path) = match (&s.on_error, &spec.defaults.on_error) {
+            (Some(v), _) => (v, format!("stages[{i}].on_error")),
+            (None, Some(v)) => (v, "defaults.on_error".to_string()),
+            (None, None) => return OnError::Drop,
+        };
+        let pos = self.positions.value(&path);
+        let name = Some(s.name.as_str());
+        match value.as_str() {
+            "drop" => OnError::Drop,
+            "fail" => OnError::Fail,
+            target => match index.get(target) {
+                // A default dead-letter route does not apply to the
+                // dead-letter stage itself.
+                Some(&k) if k == i && s.on_error.is_none() => OnError::Drop,
+                Some(&k) if k == i => {
+                    self.report(
+                        name,
+                        pos,
+                        "on_error: a stage cannot take its own failed items",
+                    );
+                    OnError::Drop
+                }
+                Some(&k) if kinds[k] == Some(StageKind::Source) => {
+                    let message = format!("on_error: \"{target}\" is a source; it takes no items");
+                    self.report(name, pos, message);
+                    OnError::Drop
+                }
+                Some(&k) => OnError::DeadLetter(k),
+                None => {
+                    let choices = ["drop", "fail"].into_iter().chain(names.iter().copied());
+                    let message = format!(
+                        "on_error: \"{target}\" is not drop, fail or a stage name{}",
+                        hint(target, choices)
+                    );
+                    self.report(name, pos, message);
+                    OnError::Drop
+                }
+            },
+        }
+    }
+
+    fn check_wiring(
+        &mut self,
+        stages: &[StageSpec],
+        kinds: &[Option<StageKind>],
+        inputs: &[Vec<usize>],
+        on_error: &[OnError],
+    ) {
+        let routed: HashSet<usize> = on_error
+            .iter()
+            .filter_map(|o| match o {
+                OnError::DeadLetter(k) => Some(*k),
+                _ => None,
+            })
+            .collect();
+        for (i, s) in stages.iter().enumerate() {
+            let Some(kind) = kinds[i] else { continue };
+            let name = Some(s.name.as_str());
+            let stage_pos = self.positions.value(&format!("stages[{i}]"));
+            if kind != StageKind::Source && inputs[i].is_empty() && !routed.contains(&i) {
+                // Problems with the named inputs were reported already.
+                let named = s.inputs.as_ref().is_some_and(|l| !l.is_empty());
+                if !named {
+                    let (pos, why) = match &s.inputs {
+                        Some(_) => (
+                            self.positions.key(&format!("stages[{i}].inputs")),
+                            "it has `inputs: []` and no stage's on_error names it",
+                        ),
+                        None => (stage_pos, "it is the first stage and is not a source"),
+                    };
+                    self.report(name, pos, format!("nothing feeds this {kind}: {why}"));
+                }
+            }
+            let read = inputs.iter().any(|ins| ins.contains(&i));
+            if kind != StageKind::Sink && !read {
+                let message = match kind {
+                    StageKind::Source => "nothing reads from this source; add a stage after it",
+                    _ => {
+                        "nothing reads this stage's output; add a sink after it (type: drop to discard)"
+                    }
+                };
+                self.report(name, stage_pos, message);
+            }
+        }
+    }
+
+    fn check_cycles(&mut self, stages: &[StageSpec], inputs: &[Vec<usize>], on_error: &[OnError]) {
+        // Edges run from producer to consumer, dead-letter routes included.
+        let n = stages.len();
+        let mut next: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, ins) in inputs.iter().enumerate() {
+            for &k in ins {
+                next[k].push(i);
+            }
+            if let OnError::DeadLetter(k) = on_error[i] {
+                next[i].push(k);
+            }
+        }
+        // Depth-first search with colours; a grey node seen again closes a cycle.
+        let mut colour = vec![0u8; n];
+        let mut path = Vec::new();
+        for start in 0..n {
+            if colour[start] == 0
+                && let Some(cycle) = find_cycle(start, &next, &mut colour, &mut path)
+            {
+                let i = cycle[0];
+                let names: Vec<&str> = cycle.iter().map(|&k| stages[k].name.as_str()).collect();
+                let pos = self
+                    .positions
+                    .key(&format!("stages[{i}].inputs"))
+                    .or_else(|| self.positions.value(&format!("stages[{i}]")));
+                let message = format!(
+                    "inputs: the stages form a cycle: {} -> {}",
+                    names.join(" -> "),
+                    names[0]
+                );
+                self.report(Some(&stages[i].name), pos, message);
+                return;
+            }
+        }
+    }
+
+    /// A positive count setting (`workers`, `queue`), from the stage or the
+    /// defaults. Sources have no input queue or worker pool.
+    #[allow(clippy::too_many_arguments)]
+    fn positive(
+        &mut self,
+        i: usize,
+        s: &StageSpec,
+        key: &str,
+        own: Option<usize>,
+        default: Option<usize>,
+        fallback: usize,
+        source: bool,
+    ) -> usize {
+        let path = format!("stages[{i}].{key}");
+        if source {
+            if own.is_some_and(|v| v != 1 || key == "queue") {
+                let pos = self.positions.key(&path);
+                let why = if key == "queue" {
+                    "a source has no input queue"
+                } else {
+                    "a source runs as one task"
+                };
+                self.report(Some(&s.name), pos, format!("{key}: {why}"));
+            }
+            return 1;
+        }
+        let (value, path) = match (own, default) {
+            (Some(v), _) => (v, path),
+            (None, Some(v)) => (v, format!("defaults.{key}")),
+            (None, None) => return fallback,
+        };
+        if value == 0 {
+            let pos = self.positions.value(&path);
+            self.report(Some(&s.name), pos, format!("{key}: must be at least 1"));
+            return fallback;
+        }
+        value
+    }
+
+    fn report_option(&mut self, i: usize, s: &StageSpec, e: ConfigError) {
+        let with = format!("stages[{i}].with");
+        let path = if e.key.is_empty() {
+            with.clone()
+        } else {
+            format!("{with}.{}", e.key)
+        };
+        let unknown = e.message.starts_with("unknown field");
+        let pos = match e.offset {
+            Some(offset) => self.positions.inside(&path, offset),
+            None if unknown => self.positions.key(&path),
+            None => self.positions.value(&path),
+        }
+        .or_else(|| self.positions.key(&with))
+        .or_else(|| self.positions.value(&format!("stages[{i}]")));
+        let message = if unknown || e.key.is_empty() {
+            format!("with: {}", friendly(&e.message))
+        } else {
+            format!("with.{}: {}", e.key, friendly(&e.message))
+        };
+        self.report(Some(&s.name), pos, message);
+    }
+}
+
+fn find_cycle(
+    at: usize,
+    next: &[Vec<usize>],
+    colour: &mut [u8],
+    path: &mut Vec<usize>,
+) -> Option<Vec<usize>> {
+    colour[at] = 1;
+    path.push(at);
+    for &to in &next[at] {
+        if colour[to] == 1 {
+            let start = path
+                .iter()
+                .position(|&k| k == to)
+                .expect("grey nodes are on the path");
+            return Some(path[start..].to_vec());
+        }
+        if colour[to] == 0
+            && let Some(cycle) = find_cycle(to, next, colour, path)
+        {
+            return Some(cycle);
+        }
+    }
+    path.pop();
+    colour[at] = 2;
+    None
+}
+
+/// Rewrites serde's messages in the user's words, with "did you mean".
+fn friendly(message: &str) -> String {
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let rest = quoted.get(1..).unwrap_or_default();
+    if let Some(field) = message.strip_prefix("unknown field `").and(quoted.first()) {
+        if message.contains("there are no fields") {
+            return format!("unknown key \"{field}\"; this stage type takes no options");
+        }
+        let suggestion = hint(field, rest.iter().copied());
+        return if suggestion.is_empty() {
+            format!(
+                "unknown key \"{field}\"; expected one of: {}",
+                rest.join(", ")
+            )
+        } else {
+            format!("unknown key \"{field}\"{suggestion}")
+        };
+    }
+    if let Some(value) = message
+        .strip_prefix("unknown variant `")
+        .and(quoted.first())
+    {
+        let suggestion = hint(value, rest.iter().copied());
+        return format!(
+            "unknown value \"{value}\"{suggestion}; expected one of: {}",
+            rest.join(", ")
+        );
+    }
+    if let Some(field) = message.strip_prefix("missing field `").and(quoted.first()) {
+        return format!("missing key \"{field}\"");
+    }
+    message.to_string()
+}
+
+/// For a serde path inside `stages[N]`, the stage's name (read leniently
+/// from the text) and the rest of the path.
+fn stage_of_path(text: &str, path: &str) -> (Option<String>, String) {
+    let Some(rest) = path.strip_prefix("stages[") else {
+        return (None, path.to_string());
+    };
+    let Some((n, key)) = rest.split_once(']') else {
+        return (None, path.to_string());
+    };
+    let key = key.strip_prefix('.').unwrap_or(key).to_string();
+    let name = n.parse::<usize>().ok().and_then(|n| {
+        let doc: yaml::Value = serde_yaml::from_str(text).ok()?;
+        doc.get("stages")?
+            .get(n)?
+            .get("name")?
+            .as_str()
+            .map(str::to_string)
+    });
+    (name, key)
+}
+
+fn pos_of_offset(text: &str, offset: usize) -> Pos {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Pos { line, column }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_messages_become_suggestions() {
+        let m = friendly("unknown field `wokers`, expected one of `name`, `type`, `workers`");
+        assert_eq!(m, "unknown key \"wokers\" (did you mean \"workers\"?)");
+        let m = friendly("unknown field `zzz`, expected `expr`");
+        assert_eq!(m, "unknown key \"zzz\"; expected one of: expr");
+        let m = friendly("unknown variant `lifoo`, expected one of `fifo`, `lifo`, `priority`");
+        assert!(
+            m.starts_with("unknown value \"lifoo\" (did you mean \"lifo\"?)"),
+            "{m}"
+        );
+        assert_eq!(friendly("missing field `expr`"), "missing key \"expr\"");
+    }
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        assert_eq!(pos_of_offset("ab\ncd", 4), Pos { line: 2, column: 2 });
+        assert_eq!(pos_of_offset("ab", 0), Pos { line: 1, column: 1 });
+    }
+}

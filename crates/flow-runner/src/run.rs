@@ -1,0 +1,584 @@
+//! Running a [`Plan`]: one task per source, `workers` tasks per processor
+//! or sink, bounded queues between them, and orderly completion.
+//!
+//! The path of an item: a source task calls `Source::next`, which fills an
+//! `Output`; the task pushes the batch into the input queue of every
+//! consumer (a copy each for fan-out; the push waits while a queue is full).
+//! A worker of the next stage takes up to a batch (a `Transform`) or one
+//! item (a `Processor`), calls the stage once per item with the lineage
+//! set, and pushes what was emitted on in turn. Failed items go to
+//! `on_error`. When every producer of a queue has closed and it is drained,
+//! the workers call `finish`, the last one closes the stage's outputs, and
+//! so the end travels down the graph until every sink has flushed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flow_core::value::{int, object, string, to_json};
+use flow_core::{
+    BATCH, Item, Lineage, Next, Output, Processor, Source, Stage, StageError, StageKind, Transform,
+    Worker,
+};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::plan::{OnError, Plan};
+use crate::queue::Queue;
+use crate::stats::{self, Latency, Report, StageCounters, StageInfo, Status};
+
+/// Lets the caller stop a run from outside (Ctrl-C).
+#[derive(Clone, Default)]
+pub struct RunControl {
+    inner: Arc<StopSignal>,
+}
+
+impl RunControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops the sources; everything already emitted drains through the
+    /// pipeline, the sinks flush, and the run ends as interrupted.
+    pub fn interrupt(&self) {
+        self.inner.interrupted.store(true, Ordering::SeqCst);
+        self.inner.raise();
+    }
+}
+
+#[derive(Default)]
+struct StopSignal {
+    raised: AtomicBool,
+    interrupted: AtomicBool,
+    notify: Notify,
+}
+
+impl StopSignal {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_raised() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A run in progress.
+pub struct Running {
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+    task_stage: Vec<(tokio::task::Id, usize)>,
+}
+
+/// A stage as the executor sees it.
+struct StageRun {
+    name: String,
+    type_name: String,
+    kind: StageKind,
+    workers: usize,
+    on_error: OnError,
+    input: Option<Arc<Queue>>,
+    /// The input queues of the stages that read from this one.
+    outputs: Vec<Arc<Queue>>,
+    dead_letter: Option<Arc<Queue>>,
+    /// Workers (or the source task) still running; the last one closes
+    /// the stage's outputs.
+    live: AtomicUsize,
+    counters: StageCounters,
+}
+
+struct Shared {
+    pipeline: String,
+    stages: Vec<StageRun>,
+    stop: Arc<StopSignal>,
+    failure: Mutex<Option<String>>,
+    started: Instant,
+}
+
+/// A live view of one stage, for progress displays.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub name: String,
+    pub items_in: u64,
+    pub items_out: u64,
+    pub errors: u64,
+    pub queue_depth: Option<usize>,
+    pub queue_capacity: Option<usize>,
+}
+
+impl Running {
+    /// Wires the queues and spawns every task. Call from within a tokio
+    /// runtime.
+    pub fn start(plan: Plan, control: RunControl) -> Running {
+        let n = plan.stages.len();
+        // Producers of each queue: distinct stages feeding it, by input or
+        // by dead-letter route.
+        let mut feeders: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, s) in plan.stages.iter().enumerate() {
+            for &k in &s.inputs {
+                if !feeders[i].contains(&k) {
+                    feeders[i].push(k);
+                }
+            }
+            if let OnError::DeadLetter(k) = s.on_error
+                && !feeders[k].contains(&i)
+            {
+                feeders[k].push(i);
+            }
+        }
+        let queues: Vec<Option<Arc<Queue>>> = plan
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (s.kind != StageKind::Source)
+                    .then(|| Arc::new(Queue::new(&s.name, s.queue, feeders[i].len())))
+            })
+            .collect();
+        let consumers: Vec<Vec<usize>> = (0..n).map(|i| plan.consumers(i)).collect();
+        let mut factories = Vec::new();
+        let mut stages = Vec::new();
+        for (i, s) in plan.stages.into_iter().enumerate() {
+            let dead_letter = match s.on_error {
+                OnError::DeadLetter(k) => queues[k].clone(),
+                _ => None,
+            };
+            stages.push(StageRun {
+                name: s.name,
+                type_name: s.type_name,
+                kind: s.kind,
+                workers: s.workers,
+                on_error: s.on_error,
+                input: queues[i].clone(),
+                outputs: consumers[i]
+                    .iter()
+                    .filter_map(|&k| queues[k].clone())
+                    .collect(),
+                dead_letter,
+                live: AtomicUsize::new(if s.kind == StageKind::Source {
+                    1
+                } else {
+                    s.workers
+                }),
+                counters: StageCounters::default(),
+            });
+            factories.push(s.stage);
+        }
+        let shared = Arc::new(Shared {
+            pipeline: plan.name,
+            stages,
+            stop: control.inner.clone(),
+            failure: Mutex::new(None),
+            started: Instant::now(),
+        });
+        let mut tasks = JoinSet::new();
+        let mut task_stage = Vec::new();
+        for (i, stage) in factories.into_iter().enumerate() {
+            match stage {
+                Stage::Source(source) => {
+                    let shared = shared.clone();
+                    let h = tasks.spawn(async move { shared.run_source(i, source).await });
+                    task_stage.push((h.id(), i));
+                }
+                Stage::Workers(factory) => {
+                    let factory: Arc<dyn Fn(usize) -> Result<Worker, StageError> + Send + Sync> =
+                        Arc::from(factory);
+                    for w in 0..shared.stages[i].workers {
+                        let (shared, factory) = (shared.clone(), factory.clone());
+                        let h =
+                            tasks.spawn(async move { shared.run_worker(i, w, &*factory).await });
+                        task_stage.push((h.id(), i));
+                    }
+                }
+            }
+        }
+        Running {
+            shared,
+            tasks,
+            task_stage,
+        }
+    }
+
+    /// The counters and queue depths of every stage, now.
+    pub fn snapshot(&self) -> Vec<Snapshot> {
+        self.shared
+            .stages
+            .iter()
+            .map(|s| Snapshot {
+                name: s.name.clone(),
+                items_in: s.counters.items_in.load(Ordering::Relaxed),
+                items_out: s.counters.items_out.load(Ordering::Relaxed),
+                errors: s.counters.errors.load(Ordering::Relaxed),
+                queue_depth: s.input.as_ref().map(|q| q.depth()),
+                queue_capacity: s.input.as_ref().map(|q| q.capacity()),
+            })
+            .collect()
+    }
+
+    /// Waits for every task and reports the run.
+    pub async fn finish(mut self) -> Report {
+        while let Some(done) = self.tasks.join_next_with_id().await {
+            if let Err(e) = done {
+                let stage = self
+                    .task_stage
+                    .iter()
+                    .find(|(id, _)| *id == e.id())
+                    .map_or("?", |&(_, i)| self.shared.stages[i].name.as_str());
+                let why = if e.is_panic() {
+                    let payload = e.into_panic();
+                    payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "a panic".into())
+                } else {
+                    "cancelled".into()
+                };
+                self.shared
+                    .fail(format!("stage \"{stage}\": worker panicked: {why}"));
+            }
+        }
+        self.shared.report()
+    }
+}
+
+/// Runs a plan to the end.
+pub async fn run(plan: Plan, control: RunControl) -> Report {
+    Running::start(plan, control).finish().await
+}
+
+impl Shared {
+    /// Stops the run on an error: sources stop, queues are halted, workers
+    /// flush and end.
+    fn fail(&self, message: String) {
+        tracing::error!("{message}");
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(message);
+        }
+        drop(f);
+        self.stop.raise();
+        for s in &self.stages {
+            if let Some(q) = &s.input {
+                q.halt();
+            }
+        }
+    }
+
+    async fn run_source(&self, i: usize, mut source: Box<dyn Source>) {
+        let st = &self.stages[i];
+        let _done = Finished(st);
+        let mut out = Output::new();
+        while !self.stop.is_raised() {
+            let started = Instant::now();
+            let next = tokio::select! {
+                biased;
+                _ = self.stop.wait() => break,
+                next = source.next(&mut out) => next,
+            };
+            StageCounters::add_time(&st.counters.busy_ns, started.elapsed());
+            StageCounters::add(&st.counters.items_out, out.len() as u64);
+            self.send(st, out.items_mut()).await;
+            match next {
+                Ok(Next::More) => {}
+                Ok(Next::Done) => break,
+                Err(e) => {
+                    self.fail(format!("stage \"{}\": source failed: {e}", st.name));
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn run_worker(
+        &self,
+        i: usize,
+        index: usize,
+        factory: &(dyn Fn(usize) -> Result<Worker, StageError> + Send + Sync),
+    ) {
+        let st = &self.stages[i];
+        let _done = Finished(st);
+        let result = match factory(index) {
+            Ok(Worker::Transform(t)) => self.run_transform(st, t).await,
+            Ok(Worker::Processor(p)) => self.run_processor(st, p).await,
+            Err(e) => Err(format!(
+                "stage \"{}\": cannot start worker {index}: {e}",
+                st.name
+            )),
+        };
+        if let Err(message) = result {
+            self.fail(message);
+        }
+    }
+
+    async fn run_transform(&self, st: &StageRun, mut t: Box<dyn Transform>) -> Result<(), String> {
+        let queue = st.input.as_ref().expect("processors have an input queue");
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut out = Output::new();
+        let mut failed = Vec::new();
+        let mut latency = Latency::new();
+        while queue.take(BATCH, &mut batch).await {
+            let n = batch.len();
+            let started = Instant::now();
+            for item in batch.drain(..) {
+                let mark = out.len();
+                out.set_lineage(item.lineage);
+                if let Err(e) = t.apply(&item.value, &mut out) {
+                    out.truncate(mark);
+                    failed.push((
+                        Item {
+                            value: item.value,
+                            lineage: out.take_lineage(),
+                        },
+                        e,
+                    ));
+                }
+            }
+            out.set_lineage(Lineage::NONE);
+            let busy = started.elapsed();
+            latency.record_batch(busy, n);
+            self.account(st, n, out.len(), failed.len(), busy);
+            self.fail_items(st, &mut failed).await?;
+            self.send(st, out.items_mut()).await;
+        }
+        st.counters.merge_latency(latency);
+        let finished = t.finish(&mut out);
+        self.send(st, out.items_mut()).await;
+        finished.map_err(|e| format!("stage \"{}\": {e}", st.name))
+    }
+
+    async fn run_processor(&self, st: &StageRun, mut p: Box<dyn Processor>) -> Result<(), String> {
+        let queue = st.input.as_ref().expect("processors have an input queue");
+        let mut batch = Vec::with_capacity(1);
+        let mut out = Output::new();
+        let mut failed = Vec::new();
+        let mut latency = Latency::new();
+        loop {
+            let more = match p.deadline() {
+                None => queue.take(1, &mut batch).await,
+                Some(deadline) => tokio::select! {
+                    more = queue.take(1, &mut batch) => more,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let r = p.on_deadline(&mut out).await;
+                        self.send(st, out.items_mut()).await;
+                        r.map_err(|e| format!("stage \"{}\": {e}", st.name))?;
+                        continue;
+                    }
+                },
+            };
+            if !more {
+                break;
+            }
+            let item = batch.pop().expect("take gave one item");
+            let started = Instant::now();
+            out.set_lineage(item.lineage);
+            if let Err(e) = p.process(&item.value, &mut out).await {
+                out.truncate(0);
+                failed.push((
+                    Item {
+                        value: item.value,
+                        lineage: out.take_lineage(),
+                    },
+                    e,
+                ));
+            }
+            out.set_lineage(Lineage::NONE);
+            let busy = started.elapsed();
+            latency.record_batch(busy, 1);
+            self.account(st, 1, out.len(), failed.len(), busy);
+            self.fail_items(st, &mut failed).await?;
+            self.send(st, out.items_mut()).await;
+        }
+        st.counters.merge_latency(latency);
+        let finished = p.finish(&mut out).await;
+        self.send(st, out.items_mut()).await;
+        finished.map_err(|e| format!("stage \"{}\": {e}", st.name))
+    }
+
+    /// Counts a handled batch: `n` in, `emitted` out (for a sink: those
+    /// consumed without error), `failed` of them failed.
+    fn account(&self, st: &StageRun, n: usize, emitted: usize, failed: usize, busy: Duration) {
+        let c = &st.counters;
+        StageCounters::add(&c.items_in, n as u64);
+        let out = if st.kind == StageKind::Sink {
+            n - failed
+        } else {
+            emitted
+        };
+        StageCounters::add(&c.items_out, out as u64);
+        StageCounters::add_time(&c.busy_ns, busy);
+    }
+
+    /// Applies `on_error` to items whose last attempt failed.
+    async fn fail_items(
+        &self,
+        st: &StageRun,
+        failed: &mut Vec<(Item, StageError)>,
+    ) -> Result<(), String> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let c = &st.counters;
+        StageCounters::add(&c.errors, failed.len() as u64);
+        let mut letters = Vec::new();
+        for (item, e) in failed.drain(..) {
+            c.record_error(e.message(), || shorten(&to_json(&item.value)));
+            item.lineage.mark_failed();
+            match st.on_error {
+                OnError::Fail => {
+                    return Err(format!(
+                        "stage \"{}\": item failed (on_error: fail): {e}",
+                        st.name
+                    ));
+                }
+                OnError::Drop => {
+                    StageCounters::add(&c.dropped, 1);
+                    if let Some(held) = c.may_log() {
+                        let held = if held > 0 {
+                            format!(" ({held} more not shown)")
+                        } else {
+                            String::new()
+                        };
+                        tracing::warn!(stage = %st.name, "item dropped: {e}{held}");
+                    }
+                }
+                OnError::DeadLetter(_) => {
+                    StageCounters::add(&c.dead_lettered, 1);
+                    let error = object([
+                        ("stage", string(st.name.clone())),
+                        ("message", string(e.message())),
+                        ("attempts", int(1)),
+                    ]);
+                    let value = object([("item", item.value), ("error", error)]);
+                    letters.push(Item {
+                        value,
+                        lineage: item.lineage,
+                    });
+                }
+            }
+        }
+        if let Some(q) = &st.dead_letter {
+            q.push(&mut letters).await;
+        }
+        Ok(())
+    }
+
+    /// Moves emitted items into every consumer's queue (a copy each but
+    /// the last), counting the time spent waiting as backpressure.
+    async fn send(&self, st: &StageRun, items: &mut Vec<Item>) {
+        if items.is_empty() {
+            return;
+        }
+        let Some((last, rest)) = st.outputs.split_last() else {
+            items.clear();
+            return;
+        };
+        let mut waited = Duration::ZERO;
+        for q in rest {
+            waited += q.push(&mut items.clone()).await;
+        }
+        waited += last.push(items).await;
+        StageCounters::add_time(&st.counters.backpressure_ns, waited);
+    }
+
+    fn report(&self) -> Report {
+        let elapsed = self.started.elapsed();
+        let failure = self
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let status = match (&failure, self.stop.interrupted.load(Ordering::SeqCst)) {
+            (Some(_), _) => Status::Failed,
+            (None, true) => Status::Interrupted,
+            (None, false) => Status::Ok,
+        };
+        let stages: Vec<_> = self
+            .stages
+            .iter()
+            .map(|s| {
+                let info = StageInfo {
+                    name: &s.name,
+                    type_name: &s.type_name,
+                    kind: s.kind,
+                    workers: s.workers,
+                    queue: s.input.as_ref().map(|q| q.stats()),
+                };
+                stats::stage_report(info, &s.counters, elapsed)
+            })
+            .collect();
+        let mut errors: Vec<_> = self
+            .stages
+            .iter()
+            .flat_map(|s| stats::error_reports(&s.name, &s.counters))
+            .collect();
+        errors.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.message.cmp(&b.message))
+        });
+        errors.truncate(10);
+        let emitted: u64 = stages
+            .iter()
+            .filter(|s| s.kind == "source")
+            .map(|s| s.items_out)
+            .sum();
+        let secs = elapsed.as_secs_f64();
+        Report {
+            pipeline: self.pipeline.clone(),
+            status,
+            failure,
+            elapsed_s: (secs * 1000.0).round() / 1000.0,
+            items_per_s: if secs > 0.0 {
+                (emitted as f64 / secs * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
+            bottleneck: stats::bottleneck(&stages),
+            stages,
+            errors,
+        }
+    }
+}
+
+/// Marks one worker (or a source) of a stage as ended, however it ends
+/// (panics included); the last one closes the stage's outputs, so the end
+/// of input always travels downstream.
+struct Finished<'a>(&'a StageRun);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        let st = self.0;
+        if st.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut closed: Vec<*const Queue> = Vec::new();
+            for q in st.outputs.iter().chain(st.dead_letter.iter()) {
+                let ptr = Arc::as_ptr(q);
+                if !closed.contains(&ptr) {
+                    closed.push(ptr);
+                    q.close_producer();
+                }
+            }
+        }
+    }
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}

@@ -1,0 +1,23 @@
+//! flow's built-in stage types, one module per type. Each module holds the
+//! options struct (whose doc comments are the user's documentation), the
+//! stage itself, its registration and its tests.
+//!
+//! A binary must link this crate (`use flow_stages as _;`) for the types to
+//! register.
+
+pub mod drop;
+pub mod filter;
+pub mod generate;
+pub mod list;
+pub mod map;
+pub mod read;
+pub mod sleep;
+pub mod stdout;
+pub mod write;
+
+mod format;
+
+/// The names of the stage types this crate registers.
+pub const TYPES: [&str; 9] = [
+    "drop", "filter", "generate", "list", "map", "read", "sleep", "stdout", "write",
+];
