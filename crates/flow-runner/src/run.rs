@@ -264,6 +264,17 @@ impl Shared {
     /// Stops the run on an error: sources stop, queues are halted, workers
     /// flush and end.
     fn fail(&self, message: String) {
+        self.fail_after_drain(message);
+        for s in &self.stages {
+            if let Some(q) = &s.input {
+                q.halt();
+            }
+        }
+    }
+
+    /// Records an error that fails the run once the pipeline has drained:
+    /// the sources stop, the items already emitted are still handled.
+    fn fail_after_drain(&self, message: String) {
         tracing::error!("{message}");
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_none() {
@@ -271,11 +282,6 @@ impl Shared {
         }
         drop(f);
         self.stop.raise();
-        for s in &self.stages {
-            if let Some(q) = &s.input {
-                q.halt();
-            }
-        }
     }
 
     async fn run_source(&self, i: usize, mut source: Box<dyn Source>) {
@@ -296,7 +302,9 @@ impl Shared {
                 Ok(Next::More) => {}
                 Ok(Next::Done) => break,
                 Err(e) => {
-                    self.fail(format!("stage \"{}\": source failed: {e}", st.name));
+                    // What the source emitted before it failed still
+                    // drains through the pipeline; the run then fails.
+                    self.fail_after_drain(format!("stage \"{}\": source failed: {e}", st.name));
                     break;
                 }
             }

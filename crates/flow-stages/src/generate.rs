@@ -117,6 +117,6 @@ flow_core::inventory::submit! {
         "generate",
         StageKind::Source,
         "Emits numbered items, as fast as they are taken or at an interval.",
-        "- name: numbers\n  type: generate\n  with: { count: 100, value: '{id: $i}', interval: 10ms }\n",
+        "- name: numbers\n  type: generate\n  with: { count: 5, value: '{id: $i}', interval: 10ms }\n",
     )
 }

@@ -36,6 +36,6 @@ flow_core::inventory::submit! {
         "map",
         StageKind::Processor,
         "Turns each item into the outputs of a jq expression.",
-        "- name: square\n  type: map\n  with: { expr: '{n: ., square: (. * .)}' }\n",
+        "- name: square\n  type: map\n  with: { expr: '.square = .value * .value' }\n",
     )
 }

@@ -109,12 +109,15 @@ fn read_all(
         match format {
             ReadFormat::Lines => batch.push(Value::utf8_str(text.to_vec())),
             ReadFormat::Jsonl if text.iter().all(u8::is_ascii_whitespace) => {}
-            ReadFormat::Jsonl => {
-                let v = flow_core::value::parse_json(text).map_err(|e| {
-                    StageError::permanent(format!("{name}:{number}: invalid JSON: {e}"))
-                })?;
-                batch.push(v);
-            }
+            ReadFormat::Jsonl => match flow_core::value::parse_json(text) {
+                Ok(v) => batch.push(v),
+                Err(e) => {
+                    // The lines before the bad one are still handled.
+                    let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                    let message = format!("{name}:{number}: invalid JSON: {e}");
+                    return Err(StageError::permanent(message));
+                }
+            },
         }
         if batch.len() >= BATCH && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
             return Ok(()); // the run stopped reading

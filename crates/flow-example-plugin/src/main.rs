@@ -1,0 +1,9 @@
+//! A custom `flow`: the built-in stages plus this crate's `slugify`.
+//! `cargo run -p flow-example-plugin -- stages` lists it.
+
+use flow_example_plugin as _;
+use flow_stages as _;
+
+fn main() {
+    flow_cli::main()
+}

@@ -1,0 +1,277 @@
+//! The command line: subcommands, exit codes, `--stats-json`, `--quiet`,
+//! stdin and stdout.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use flow_tests::{flow, read_jsonl, run, stats, write_pipeline};
+
+const BUILT_IN: [&str; 9] = [
+    "drop", "filter", "generate", "list", "map", "read", "sleep", "stdout", "write",
+];
+
+#[test]
+fn stages_lists_the_built_in_types_with_their_kind() {
+    let out = run(flow().arg("stages")).expect_code(0);
+    for name in BUILT_IN {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{}", out.stdout));
+        let kind = line.split_whitespace().nth(1).unwrap();
+        assert!(["source", "processor", "sink"].contains(&kind), "{line}");
+    }
+}
+
+#[test]
+fn stages_type_shows_its_options_and_an_example() {
+    let out = run(flow().args(["stages", "map"])).expect_code(0);
+    assert!(
+        out.stdout.contains("expr: string (required)"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("The jq expression"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("example:\n  - name: square\n    type: map"),
+        "{}",
+        out.stdout
+    );
+    for name in BUILT_IN {
+        let page = run(flow().args(["stages", name])).expect_code(0);
+        assert!(
+            page.stdout.starts_with(&format!("{name} (")),
+            "{}",
+            page.stdout
+        );
+    }
+}
+
+#[test]
+fn stages_with_an_unknown_type_suggests_one_and_exits_2() {
+    let out = run(flow().args(["stages", "mpa"])).expect_code(2);
+    assert!(
+        out.stderr
+            .contains("unknown stage type \"mpa\" (did you mean \"map\"?)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    run(flow().arg("nosuchcommand")).expect_code(2);
+    run(flow().arg("run")).expect_code(2);
+    run(flow().args(["run", "p.yaml", "--no-such-flag"])).expect_code(2);
+}
+
+fn items_with_one_failure(on_error: &str) -> String {
+    format!(
+        "stages:\n  - {{name: n, type: generate, with: {{count: 6}}}}\n  - name: check\n    type: map\n    on_error: {on_error}\n    with: {{expr: 'if . == 3 then error(\"three is bad\") else . end'}}\n  - {{name: out, type: write, with: {{path: out.jsonl}}}}\n"
+    )
+}
+
+#[test]
+fn a_run_with_dropped_items_exits_3_and_reports_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(dir.path(), "p.yaml", &items_with_one_failure("drop"));
+    let stats_file = dir.path().join("stats.json");
+    let out = run(flow()
+        .arg("run")
+        .arg(&file)
+        .arg("--stats-json")
+        .arg(&stats_file))
+    .expect_code(3);
+    assert_eq!(read_jsonl(&dir.path().join("out.jsonl")), [0, 1, 2, 4, 5]);
+    let stats = stats(&stats_file);
+    let check = flow_tests::stage(&stats, "check");
+    assert_eq!(check["errors"], 1);
+    assert_eq!(check["dropped"], 1);
+    assert_eq!(
+        stats["errors"][0]["message"],
+        "expression `if . == 3 then error(\"three is bad\") else . end`: three is bad"
+    );
+    assert_eq!(stats["errors"][0]["sample"], "3");
+    assert!(
+        out.stderr.contains("1× check: expression"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_run_stopped_by_on_error_fail_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(dir.path(), "p.yaml", &items_with_one_failure("fail"));
+    let stats_file = dir.path().join("stats.json");
+    let out = run(flow()
+        .arg("run")
+        .arg(&file)
+        .arg("--stats-json")
+        .arg(&stats_file))
+    .expect_code(1);
+    assert!(out.stderr.contains("three is bad"), "{}", out.stderr);
+    let stats = stats(&stats_file);
+    assert_eq!(stats["status"], "failed");
+    assert!(
+        stats["failure"]
+            .as_str()
+            .unwrap()
+            .contains("on_error: fail"),
+        "{stats}"
+    );
+}
+
+#[test]
+fn a_clean_run_exits_0_and_writes_the_stats_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "name: contract\nstages:\n  - {name: n, type: generate, with: {count: 10}}\n  - {name: keep, type: filter, with: {expr: '. < 4'}}\n  - {name: out, type: drop}\n",
+    );
+    let stats_file = dir.path().join("stats.json");
+    run(flow()
+        .arg("run")
+        .arg(&file)
+        .arg("--stats-json")
+        .arg(&stats_file)
+        .arg("--quiet"))
+    .expect_code(0);
+    let stats = stats(&stats_file);
+    assert_eq!(stats["pipeline"], "contract");
+    assert_eq!(stats["status"], "ok");
+    assert!(stats["elapsed_s"].is_number() && stats["items_per_s"].is_number());
+    let keep = flow_tests::stage(&stats, "keep");
+    for field in [
+        "name",
+        "type",
+        "workers",
+        "items_in",
+        "items_out",
+        "errors",
+        "retries",
+        "dropped",
+        "dead_lettered",
+        "busy_pct",
+    ] {
+        assert!(!keep[field].is_null(), "missing {field}: {keep}");
+    }
+    for p in ["p50", "p90", "p99", "max"] {
+        assert!(keep["latency_ms"][p].is_number(), "{keep}");
+    }
+    for q in ["capacity", "peak", "full_pct"] {
+        assert!(keep["queue"][q].is_number(), "{keep}");
+    }
+    for w in ["rate_limit", "backpressure"] {
+        assert!(keep["wait_s"][w].is_number(), "{keep}");
+    }
+    // A filter's items in minus items out are the items it filtered out.
+    assert_eq!(keep["items_in"], 10);
+    assert_eq!(keep["items_out"], 4);
+    assert!(stats["bottleneck"]["stage"].is_string() && stats["bottleneck"]["reason"].is_string());
+}
+
+#[test]
+fn quiet_prints_no_table_and_the_table_goes_to_stderr_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "stages:\n  - {name: n, type: generate, with: {count: 2}}\n  - {name: out, type: stdout}\n",
+    );
+    let quiet = run(flow().arg("run").arg(&file).arg("--quiet")).expect_code(0);
+    assert_eq!(quiet.stdout, "0\n1\n");
+    assert_eq!(quiet.stderr, "");
+    let loud = run(flow().arg("run").arg(&file)).expect_code(0);
+    assert_eq!(loud.stdout, "0\n1\n");
+    assert!(loud.stderr.contains("bottleneck:"), "{}", loud.stderr);
+}
+
+#[test]
+fn read_takes_stdin_with_a_dash() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "stages:\n  - {name: in, type: read, with: {path: '-', format: jsonl}}\n  - {name: twice, type: map, with: {expr: '.n * 2'}}\n  - {name: out, type: stdout}\n",
+    );
+    let mut child = flow()
+        .arg("run")
+        .arg(&file)
+        .arg("--quiet")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"n\": 1}\n\n{\"n\": 21}\n")
+        .unwrap();
+    let out: flow_tests::Run = child.wait_with_output().unwrap().into();
+    let out = out.expect_code(0);
+    assert_eq!(out.stdout, "2\n42\n");
+}
+
+#[test]
+fn a_bad_json_line_stops_the_run_naming_the_line_after_handling_the_lines_before() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"n\": 1}\n{\"n\": 2}\n{not json}\n{\"n\": 4}\n",
+    )
+    .unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "stages:\n  - {name: in, type: read, with: {path: in.jsonl, format: jsonl}}\n  - {name: out, type: write, with: {path: out.jsonl}}\n",
+    );
+    let out = run(flow().arg("run").arg(&file)).expect_code(1);
+    assert!(
+        out.stderr.contains("in.jsonl:3: invalid JSON"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        read_jsonl(&dir.path().join("out.jsonl")),
+        [serde_json::json!({"n": 1}), serde_json::json!({"n": 2})]
+    );
+}
+
+#[test]
+fn a_missing_input_file_stops_the_run_with_exit_1_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "stages:\n  - {name: in, type: read, with: {path: nowhere.txt}}\n  - {name: out, type: drop}\n",
+    );
+    let out = run(flow().arg("run").arg(&file)).expect_code(1);
+    assert!(
+        out.stderr.contains("cannot open") && out.stderr.contains("nowhere.txt"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_plain_binary_does_not_know_plugin_types() {
+    // Registration is by linking: `slugify` lives in the example plugin.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "stages:\n  - {name: a, type: list, with: {items: [x]}}\n  - {name: b, type: slugify}\n  - {name: c, type: drop}\n",
+    );
+    let out = run(flow().arg("validate").arg(&file).current_dir(dir.path())).expect_code(2);
+    assert!(
+        out.stderr.contains("unknown stage type \"slugify\""),
+        "{}",
+        out.stderr
+    );
+}
