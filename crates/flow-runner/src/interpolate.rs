@@ -73,15 +73,26 @@ fn substitute(
         Some(i) => (&body[..i], Some((&body[i..i + 2], &body[i + 2..]))),
         None => (body, None),
     };
-    let valid = name
+    let starts_well = name
         .chars()
         .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(fail(format!(
-            "`${{{body}}}`: {name:?} is not a variable name (letters, digits and _)"
-        )));
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let bad = name.find(|c: char| !c.is_ascii_alphanumeric() && c != '_');
+    match bad {
+        // `"${NAME" }`: the `}` found is not the one that was meant.
+        Some(i) if starts_well => {
+            let found = name[i..].chars().next().unwrap_or_default();
+            return Err(fail(format!(
+                "`${{{}`: expected `}}` after the variable name, found `{found}`",
+                &name[..i]
+            )));
+        }
+        _ if !starts_well => {
+            return Err(fail(format!(
+                "`${{{body}}}`: {name:?} is not a variable name (letters, digits and _)"
+            )));
+        }
+        _ => {}
     }
     let value = env(name).filter(|v| !v.is_empty() || op.is_none());
     match (value, op) {
@@ -149,6 +160,16 @@ mod tests {
         assert!(interpolate("${NOPE", env).is_err());
         assert!(interpolate("${1X}", env).is_err());
         assert!(interpolate("${}", env).is_err());
+    }
+
+    #[test]
+    fn a_missing_closing_brace_is_named_as_such() {
+        let err = interpolate("value: \"${OOPS\" }", env).unwrap_err();
+        assert_eq!(err.offset, 8);
+        assert_eq!(
+            err.message,
+            "`${OOPS`: expected `}` after the variable name, found `\"`"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod interpolate;
 pub mod plan;
 pub mod queue;
+pub mod rate;
 pub mod run;
 pub mod spec;
 pub mod stats;

@@ -12,7 +12,7 @@ use flow_core::{BuildContext, ConfigError, Stage, StageKind, StageType};
 use crate::error::{Problem, Problems};
 use crate::interpolate::interpolate;
 use crate::spec::{PipelineSpec, StageSpec};
-use crate::suggest::hint;
+use crate::suggest::{did_you_mean, hint};
 use crate::yaml::{self, Pos, Positions};
 
 /// A validated pipeline whose stages are built and wired, ready to run.
@@ -87,22 +87,57 @@ pub fn load_str(
             message,
         }])
     };
-    let expanded = interpolate(text, env)
-        .map_err(|e| problem(Some(pos_of_offset(text, e.offset)), e.message))?;
+    let mut positions = Positions::read(text);
+    let expanded = interpolate(text, env).map_err(|e| {
+        // The stage and key are those of the value the `${` is in.
+        let pos = pos_of_offset(text, e.offset);
+        let (stage, key) = match positions.path_at(pos) {
+            Some(path) if positions.is_complete() => stage_of_path(text, path),
+            _ => (None, String::new()),
+        };
+        let key = key.split('[').next().unwrap_or_default();
+        let message = match key {
+            "" => e.message,
+            key => format!("{key}: {}", e.message),
+        };
+        Problems(vec![Problem {
+            file: file.clone(),
+            pos: Some(pos),
+            stage,
+            message,
+        }])
+    })?;
     // Positions come from the text as the user wrote it, so columns after a
     // `${VAR}` are right; if only the expanded text is YAML, from that.
-    let mut positions = Positions::read(text);
-    if expanded != text && !positions.is_complete() {
-        positions = Positions::read(&expanded);
+    let expanded_positions = (expanded != text).then(|| Positions::read(&expanded));
+    let syntax_error = expanded_positions
+        .as_ref()
+        .unwrap_or(&positions)
+        .syntax_error()
+        .map(|(pos, why)| (pos, format!("invalid YAML: {why}")));
+    if let Some(p) = expanded_positions.filter(|_| !positions.is_complete()) {
+        positions = p;
     }
     let spec: PipelineSpec = yaml::parse(&expanded).map_err(|e| {
+        // Not YAML: the syntax error, not whatever serde met before it.
+        if let Some((pos, message)) = &syntax_error {
+            return problem(Some(*pos), message.clone());
+        }
         let (stage, key) = stage_of_path(&expanded, &e.path);
         let message = friendly(&e.message);
-        let message = match (key.as_str(), e.message.starts_with("unknown field")) {
-            (_, true) | ("", _) => message,
-            (key, false) => format!("{key}: {message}"),
+        let unknown = e.message.starts_with("unknown field");
+        // An unknown key is named by the message; its parent map (none for
+        // a stage's own keys, the stage being named) leads.
+        let lead = if unknown {
+            key.rsplit_once('.').map_or("", |(parent, _)| parent)
+        } else {
+            key.as_str()
         };
-        let pos = if e.message.starts_with("unknown field") {
+        let message = match lead {
+            "" => message,
+            lead => format!("{lead}: {message}"),
+        };
+        let pos = if unknown {
             positions.key(&e.path)
         } else {
             positions.value(&e.path)
@@ -120,6 +155,7 @@ pub fn load_str(
         file,
         positions: &positions,
         problems: Vec::new(),
+        suggested: HashSet::new(),
     }
     .check(spec, path, &base_dir)
 }
@@ -128,16 +164,51 @@ struct Checker<'a> {
     file: String,
     positions: &'a Positions,
     problems: Vec<Problem>,
+    /// Stages that a "did you mean" suggested for a misspelt reference: the
+    /// reference was probably meant for them, so their being unread or
+    /// unfed is not reported on top.
+    suggested: HashSet<usize>,
 }
 
 impl Checker<'_> {
+    /// Records a problem; one found again (a bad `defaults:` value met by
+    /// every stage) is recorded once.
     fn report(&mut self, stage: Option<&str>, pos: Option<Pos>, message: impl Into<String>) {
-        self.problems.push(Problem {
+        let problem = Problem {
             file: self.file.clone(),
             pos,
             stage: stage.map(str::to_string),
             message: message.into(),
-        });
+        };
+        if !self.problems.contains(&problem) {
+            self.problems.push(problem);
+        }
+    }
+
+    /// ` (did you mean "x"?)` for `word` among `words` and the stage
+    /// `names` but `own` (the stage whose reference it is); remembers a
+    /// suggested stage.
+    fn hint_stage(
+        &mut self,
+        word: &str,
+        own: Option<usize>,
+        names: &[&str],
+        words: &[&str],
+    ) -> String {
+        let others = names
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| Some(k) != own)
+            .map(|(_, n)| *n);
+        let Some(suggestion) = did_you_mean(word, words.iter().copied().chain(others)) else {
+            return String::new();
+        };
+        if !words.contains(&suggestion)
+            && let Some(k) = names.iter().position(|n| *n == suggestion)
+        {
+            self.suggested.insert(k);
+        }
+        format!(" (did you mean \"{suggestion}\"?)")
     }
 
     fn check(mut self, spec: PipelineSpec, path: &Path, base_dir: &Path) -> Result<Plan, Problems> {
@@ -293,7 +364,10 @@ impl Checker<'_> {
             }
         }
         for (path, stage) in found {
-            let key = path.rsplit('.').next().unwrap_or(&path).to_string();
+            let key = match stage {
+                Some(_) => path.rsplit('.').next().unwrap_or(&path).to_string(),
+                None => path.clone(),
+            };
             let pos = self.positions.key(&path);
             self.report(
                 stage,
@@ -376,10 +450,8 @@ impl Checker<'_> {
             let pos = self.positions.value(&format!("stages[{i}].inputs[{j}]"));
             match index.get(input.as_str()) {
                 None => {
-                    let message = format!(
-                        "inputs: unknown stage \"{input}\"{}",
-                        hint(input, names.iter().copied().filter(|n| *n != s.name))
-                    );
+                    let hint = self.hint_stage(input, Some(i), names, &[]);
+                    let message = format!("inputs: unknown stage \"{input}\"{hint}");
                     self.report(name, pos, message);
                 }
                 Some(&k) if k == i => {
@@ -413,7 +485,11 @@ impl Checker<'_> {
             (None, None) => return OnError::Drop,
         };
         let pos = self.positions.value(&path);
-        let name = Some(s.name.as_str());
+        // A bad default is the defaults' problem, not each stage's.
+        let (name, key) = match s.on_error {
+            Some(_) => (Some(s.name.as_str()), "on_error"),
+            None => (None, "defaults.on_error"),
+        };
         match value.as_str() {
             "drop" => OnError::Drop,
             "fail" => OnError::Fail,
@@ -430,17 +506,16 @@ impl Checker<'_> {
                     OnError::Drop
                 }
                 Some(&k) if kinds[k] == Some(StageKind::Source) => {
-                    let message = format!("on_error: \"{target}\" is a source; it takes no items");
+                    let message = format!("{key}: \"{target}\" is a source; it takes no items");
                     self.report(name, pos, message);
                     OnError::Drop
                 }
                 Some(&k) => OnError::DeadLetter(k),
                 None => {
-                    let choices = ["drop", "fail"].into_iter().chain(names.iter().copied());
-                    let message = format!(
-                        "on_error: \"{target}\" is not drop, fail or a stage name{}",
-                        hint(target, choices)
-                    );
+                    let own = s.on_error.is_some().then_some(i);
+                    let hint = self.hint_stage(target, own, names, &["drop", "fail"]);
+                    let message =
+                        format!("{key}: \"{target}\" is not drop, fail or a stage name{hint}");
                     self.report(name, pos, message);
                     OnError::Drop
                 }
@@ -464,19 +539,25 @@ impl Checker<'_> {
             .collect();
         for (i, s) in stages.iter().enumerate() {
             let Some(kind) = kinds[i] else { continue };
+            if self.suggested.contains(&i) {
+                continue;
+            }
             let name = Some(s.name.as_str());
             let stage_pos = self.positions.value(&format!("stages[{i}]"));
             if kind != StageKind::Source && inputs[i].is_empty() && !routed.contains(&i) {
-                // Problems with the named inputs were reported already.
-                let named = s.inputs.as_ref().is_some_and(|l| !l.is_empty());
-                if !named {
-                    let (pos, why) = match &s.inputs {
-                        Some(_) => (
-                            self.positions.key(&format!("stages[{i}].inputs")),
-                            "it has `inputs: []` and no stage's on_error names it",
-                        ),
-                        None => (stage_pos, "it is the first stage and is not a source"),
-                    };
+                // Problems with the named inputs, or with a default input
+                // that is a sink, were reported already.
+                let why = match &s.inputs {
+                    Some(l) if l.is_empty() => Some((
+                        self.positions.key(&format!("stages[{i}].inputs")),
+                        "it has `inputs: []` and no stage's on_error names it",
+                    )),
+                    None if i == 0 => {
+                        Some((stage_pos, "it is the first stage and is not a source"))
+                    }
+                    _ => None,
+                };
+                if let Some((pos, why)) = why {
                     self.report(name, pos, format!("nothing feeds this {kind}: {why}"));
                 }
             }
@@ -555,14 +636,20 @@ impl Checker<'_> {
             }
             return 1;
         }
-        let (value, path) = match (own, default) {
-            (Some(v), _) => (v, path),
-            (None, Some(v)) => (v, format!("defaults.{key}")),
+        let (value, path, stage, key) = match (own, default) {
+            (Some(v), _) => (v, path, Some(s.name.as_str()), key.to_string()),
+            // A bad default is the defaults' problem, not each stage's.
+            (None, Some(v)) => (
+                v,
+                format!("defaults.{key}"),
+                None,
+                format!("defaults.{key}"),
+            ),
             (None, None) => return fallback,
         };
         if value == 0 {
             let pos = self.positions.value(&path);
-            self.report(Some(&s.name), pos, format!("{key}: must be at least 1"));
+            self.report(stage, pos, format!("{key}: must be at least 1"));
             return fallback;
         }
         value
@@ -650,7 +737,30 @@ fn friendly(message: &str) -> String {
     if let Some(field) = message.strip_prefix("missing field `").and(quoted.first()) {
         return format!("missing key \"{field}\"");
     }
-    message.to_string()
+    rust_types_in_words(message)
+}
+
+/// `expected usize` and `expected struct RetrySpec` say what the user
+/// should write instead.
+fn rust_types_in_words(message: &str) -> String {
+    let Some((head, tail)) = message.split_once("expected ") else {
+        return message.to_string();
+    };
+    let (expected, rest) = tail.split_at(tail.find([',', ' ', ')']).unwrap_or(tail.len()));
+    let words = match expected {
+        "usize" | "u8" | "u16" | "u32" | "u64" => "a whole number, 0 or more",
+        "isize" | "i8" | "i16" | "i32" | "i64" => "a whole number",
+        "f32" | "f64" => "a number",
+        "struct" => {
+            let after = rest.trim_start();
+            let name_len = after
+                .find(|c: char| !c.is_alphanumeric() && c != '_')
+                .unwrap_or(after.len());
+            return format!("{head}expected a map{}", &after[name_len..]);
+        }
+        _ => return message.to_string(),
+    };
+    format!("{head}expected {words}{rest}")
 }
 
 /// For a serde path inside `stages[N]`, the stage's name (read leniently
@@ -697,6 +807,19 @@ mod tests {
             "{m}"
         );
         assert_eq!(friendly("missing field `expr`"), "missing key \"expr\"");
+    }
+
+    #[test]
+    fn rust_type_names_become_words() {
+        assert_eq!(
+            friendly("invalid type: string \"many\", expected usize"),
+            "invalid type: string \"many\", expected a whole number, 0 or more"
+        );
+        assert_eq!(
+            friendly("invalid type: integer `3`, expected struct GenerateOptions"),
+            "invalid type: integer `3`, expected a map"
+        );
+        assert_eq!(friendly("expected a sequence"), "expected a sequence");
     }
 
     #[test]

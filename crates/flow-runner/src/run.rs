@@ -292,7 +292,10 @@ impl Shared {
             let started = Instant::now();
             let next = tokio::select! {
                 biased;
-                _ = self.stop.wait() => break,
+                // Stopped during a call: the call is dropped, but what it
+                // had emitted still goes on, like the items before it (or
+                // is discarded as failed when the run is failing).
+                _ = self.stop.wait() => Ok(Next::Done),
                 next = source.next(&mut out) => next,
             };
             StageCounters::add_time(&st.counters.busy_ns, started.elapsed());
@@ -334,54 +337,56 @@ impl Shared {
 
     async fn run_transform(&self, st: &StageRun, mut t: Box<dyn Transform>) -> Result<(), String> {
         let queue = st.input.as_ref().expect("processors have an input queue");
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut out = Output::new();
-        let mut failed = Vec::new();
+        let mut held = InFlight::new(BATCH);
         let mut latency = Latency::new();
-        while queue.take(BATCH, &mut batch).await {
-            let n = batch.len();
+        while queue.take(BATCH, &mut held.batch).await {
+            let n = held.batch.len();
             let started = Instant::now();
-            for item in batch.drain(..) {
+            // Taken one by one, not drained: should `apply` panic, the
+            // items after it are still in the batch, to be marked failed.
+            for k in 0..n {
+                let item = std::mem::take(&mut held.batch[k]);
+                let out = &mut held.out;
                 let mark = out.len();
                 out.set_lineage(item.lineage);
-                if let Err(e) = t.apply(&item.value, &mut out) {
+                if let Err(e) = t.apply(&item.value, out) {
                     out.truncate(mark);
-                    failed.push((
+                    let lineage = out.take_lineage();
+                    held.failed.push((
                         Item {
                             value: item.value,
-                            lineage: out.take_lineage(),
+                            lineage,
                         },
                         e,
                     ));
                 }
             }
-            out.set_lineage(Lineage::NONE);
+            held.batch.clear();
+            held.out.set_lineage(Lineage::NONE);
             let busy = started.elapsed();
             latency.record_batch(busy, n);
-            self.account(st, n, out.len(), failed.len(), busy);
-            self.fail_items(st, &mut failed).await?;
-            self.send(st, out.items_mut()).await;
+            self.account(st, n, held.out.len(), held.failed.len(), busy);
+            self.fail_items(st, &mut held.failed).await?;
+            self.send(st, held.out.items_mut()).await;
         }
         st.counters.merge_latency(latency);
-        let finished = t.finish(&mut out);
-        self.send(st, out.items_mut()).await;
+        let finished = t.finish(&mut held.out);
+        self.send(st, held.out.items_mut()).await;
         finished.map_err(|e| format!("stage \"{}\": {e}", st.name))
     }
 
     async fn run_processor(&self, st: &StageRun, mut p: Box<dyn Processor>) -> Result<(), String> {
         let queue = st.input.as_ref().expect("processors have an input queue");
-        let mut batch = Vec::with_capacity(1);
-        let mut out = Output::new();
-        let mut failed = Vec::new();
+        let mut held = InFlight::new(1);
         let mut latency = Latency::new();
         loop {
             let more = match p.deadline() {
-                None => queue.take(1, &mut batch).await,
+                None => queue.take(1, &mut held.batch).await,
                 Some(deadline) => tokio::select! {
-                    more = queue.take(1, &mut batch) => more,
+                    more = queue.take(1, &mut held.batch) => more,
                     _ = tokio::time::sleep_until(deadline) => {
-                        let r = p.on_deadline(&mut out).await;
-                        self.send(st, out.items_mut()).await;
+                        let r = p.on_deadline(&mut held.out).await;
+                        self.send(st, held.out.items_mut()).await;
                         r.map_err(|e| format!("stage \"{}\": {e}", st.name))?;
                         continue;
                     }
@@ -390,29 +395,30 @@ impl Shared {
             if !more {
                 break;
             }
-            let item = batch.pop().expect("take gave one item");
+            let item = held.batch.pop().expect("take gave one item");
             let started = Instant::now();
-            out.set_lineage(item.lineage);
-            if let Err(e) = p.process(&item.value, &mut out).await {
-                out.truncate(0);
-                failed.push((
+            held.out.set_lineage(item.lineage);
+            if let Err(e) = p.process(&item.value, &mut held.out).await {
+                held.out.truncate(0);
+                let lineage = held.out.take_lineage();
+                held.failed.push((
                     Item {
                         value: item.value,
-                        lineage: out.take_lineage(),
+                        lineage,
                     },
                     e,
                 ));
             }
-            out.set_lineage(Lineage::NONE);
+            held.out.set_lineage(Lineage::NONE);
             let busy = started.elapsed();
             latency.record_batch(busy, 1);
-            self.account(st, 1, out.len(), failed.len(), busy);
-            self.fail_items(st, &mut failed).await?;
-            self.send(st, out.items_mut()).await;
+            self.account(st, 1, held.out.len(), held.failed.len(), busy);
+            self.fail_items(st, &mut held.failed).await?;
+            self.send(st, held.out.items_mut()).await;
         }
         st.counters.merge_latency(latency);
-        let finished = p.finish(&mut out).await;
-        self.send(st, out.items_mut()).await;
+        let finished = p.finish(&mut held.out).await;
+        self.send(st, held.out.items_mut()).await;
         finished.map_err(|e| format!("stage \"{}\": {e}", st.name))
     }
 
@@ -442,11 +448,14 @@ impl Shared {
         let c = &st.counters;
         StageCounters::add(&c.errors, failed.len() as u64);
         let mut letters = Vec::new();
-        for (item, e) in failed.drain(..) {
+        let mut failed = failed.drain(..);
+        while let Some((item, e)) = failed.next() {
             c.record_error(e.message(), || shorten(&to_json(&item.value)));
             item.lineage.mark_failed();
             match st.on_error {
                 OnError::Fail => {
+                    // The run stops: the other failed items go nowhere.
+                    failed.for_each(|(item, _)| item.lineage.mark_failed());
                     return Err(format!(
                         "stage \"{}\": item failed (on_error: fail): {e}",
                         st.name
@@ -558,6 +567,44 @@ impl Shared {
             bottleneck: stats::bottleneck(&stages),
             stages,
             errors,
+        }
+    }
+}
+
+/// What a worker holds between taking items and passing them on: the
+/// batch it took, the outputs it has not sent and the failed items it has
+/// not disposed of. On a normal end it holds nothing. When the worker never
+/// gets to them (the run stops on `on_error: fail`, a stage panics, the
+/// task is cancelled), dropping it marks them failed, so no source counts
+/// an item done that never reached a sink.
+struct InFlight {
+    batch: Vec<Item>,
+    out: Output,
+    failed: Vec<(Item, StageError)>,
+}
+
+impl InFlight {
+    fn new(batch: usize) -> Self {
+        InFlight {
+            batch: Vec::with_capacity(batch),
+            out: Output::new(),
+            failed: Vec::new(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // The lineage of the input being handled when a stage panicked.
+        self.out.lineage().mark_failed();
+        let failed = self.failed.iter().map(|(item, _)| item);
+        for item in self
+            .batch
+            .iter()
+            .chain(self.out.items_mut().iter())
+            .chain(failed)
+        {
+            item.lineage.mark_failed();
         }
     }
 }

@@ -16,20 +16,29 @@ pub struct Pos {
 }
 
 /// Where a value sits in the file, and its key when it is a map entry.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Node {
     key: Option<Pos>,
     value: Pos,
-    /// For a scalar written on one line: the column of its first character
-    /// inside the quotes, so an offset into the text maps to a column.
-    text_column: Option<usize>,
+    scalar: Option<Scalar>,
+}
+
+/// A scalar as written, so an offset into its text (an error inside an
+/// expression) can be mapped back to the line and column in the file.
+#[derive(Clone, Debug)]
+struct Scalar {
+    style: ScalarStyle,
+    text: String,
+    one_line: bool,
 }
 
 /// The positions of every value in a YAML document, by path.
 #[derive(Debug, Default)]
 pub struct Positions {
     nodes: HashMap<String, Node>,
-    complete: bool,
+    lines: Vec<String>,
+    /// Where and why the document stopped being YAML, if it did.
+    error: Option<(Pos, String)>,
 }
 
 impl Positions {
@@ -38,11 +47,18 @@ impl Positions {
     pub fn read(text: &str) -> Self {
         let mut nodes = HashMap::new();
         let mut stack: Vec<Frame> = Vec::new();
-        let mut complete = true;
+        let mut error = None;
         for event in Parser::new_from_str(text) {
-            let Ok((event, span)) = event else {
-                complete = false;
-                break;
+            let (event, span) = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    let at = Pos {
+                        line: e.marker().line(),
+                        column: e.marker().col() + 1,
+                    };
+                    error = Some((at, e.info().to_string()));
+                    break;
+                }
             };
             let pos = Pos {
                 line: span.start.line(),
@@ -82,16 +98,12 @@ impl Positions {
                 },
             };
             if let Some((path, key)) = &path {
-                let text_column = match &event {
-                    Event::Scalar(_, style, ..) if span.start.line() == span.end.line() => {
-                        match style {
-                            ScalarStyle::Plain => Some(pos.column),
-                            ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => {
-                                Some(pos.column + 1)
-                            }
-                            _ => None,
-                        }
-                    }
+                let scalar = match &event {
+                    Event::Scalar(text, style, ..) => Some(Scalar {
+                        style: *style,
+                        text: text.to_string(),
+                        one_line: span.start.line() == span.end.line(),
+                    }),
                     _ => None,
                 };
                 nodes.insert(
@@ -99,7 +111,7 @@ impl Positions {
                     Node {
                         key: *key,
                         value: pos,
-                        text_column,
+                        scalar,
                     },
                 );
             }
@@ -115,12 +127,21 @@ impl Positions {
                 None => {}
             }
         }
-        Positions { nodes, complete }
+        Positions {
+            nodes,
+            lines: text.lines().map(str::to_string).collect(),
+            error,
+        }
     }
 
     /// True when the whole document was read without a syntax error.
     pub fn is_complete(&self) -> bool {
-        self.complete
+        self.error.is_none()
+    }
+
+    /// Where the document stopped being YAML, and why.
+    pub fn syntax_error(&self) -> Option<(Pos, &str)> {
+        self.error.as_ref().map(|(pos, why)| (*pos, why.as_str()))
     }
 
     /// Where the value at `path` starts.
@@ -134,17 +155,89 @@ impl Positions {
         self.nodes.get(path).map(|n| n.key.unwrap_or(n.value))
     }
 
-    /// The position of the `offset`-th character of the one-line scalar at
-    /// `path` (an error inside an expression), else the value's position.
+    /// Where the character at byte `offset` of the text of the scalar at
+    /// `path` sits in the file (an error inside an expression): exact for a
+    /// one-line plain or quoted scalar, escapes counted as written, and for
+    /// a literal (`|`) block; else the value's position.
     pub fn inside(&self, path: &str, offset: usize) -> Option<Pos> {
         let node = self.nodes.get(path)?;
-        Some(match node.text_column {
-            Some(col) => Pos {
-                line: node.value.line,
-                column: col + offset,
-            },
-            None => node.value,
+        let at = node.scalar.as_ref().and_then(|scalar| {
+            let mut offset = offset.min(scalar.text.len());
+            while !scalar.text.is_char_boundary(offset) {
+                offset -= 1;
+            }
+            let before = &scalar.text[..offset];
+            match scalar.style {
+                ScalarStyle::Plain if scalar.one_line => Some(Pos {
+                    line: node.value.line,
+                    column: node.value.column + before.chars().count(),
+                }),
+                ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted if scalar.one_line => {
+                    self.inside_quotes(node.value, scalar.style, before.chars().count())
+                }
+                ScalarStyle::Literal => Some(inside_literal(node.value, &scalar.text, before)),
+                _ => None,
+            }
+        });
+        Some(at.unwrap_or(node.value))
+    }
+
+    /// The path of the scalar value that the text at `pos` belongs to (a
+    /// `${VAR}` found before parsing), if it is one.
+    pub fn path_at(&self, pos: Pos) -> Option<&str> {
+        let (path, node) = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| (n.value.line, n.value.column) <= (pos.line, pos.column))
+            .max_by_key(|(path, n)| (n.value.line, n.value.column, path.len()))?;
+        let scalar = node.scalar.as_ref()?;
+        (node.value.line == pos.line || !scalar.one_line).then_some(path.as_str())
+    }
+
+    /// The column of the `chars`-th character of a quoted scalar's text
+    /// starting at `start` (its opening quote), counting each escape
+    /// (`''`, `\"`, `\u00e9`) as the characters written.
+    fn inside_quotes(&self, start: Pos, style: ScalarStyle, chars: usize) -> Option<Pos> {
+        let line = self.lines.get(start.line - 1)?;
+        let mut written = line.chars().skip(start.column);
+        let mut column = start.column + 1;
+        for _ in 0..chars {
+            let width = match (style, written.next()?) {
+                (ScalarStyle::SingleQuoted, '\'') => 2,
+                (ScalarStyle::DoubleQuoted, '\\') => match written.clone().next()? {
+                    'x' => 4,
+                    'u' => 6,
+                    'U' => 10,
+                    _ => 2,
+                },
+                _ => 1,
+            };
+            for _ in 1..width {
+                written.next();
+            }
+            column += width;
+        }
+        Some(Pos {
+            line: start.line,
+            column,
         })
+    }
+}
+
+/// In a literal block, whose text starts at `start` (its first non-empty
+/// line), the position of the end of `before`: every line keeps the block's
+/// indentation, and the text's leading newlines are the empty lines above
+/// `start`.
+fn inside_literal(start: Pos, text: &str, before: &str) -> Pos {
+    let leading = text.len() - text.trim_start_matches('\n').len();
+    let newlines = before.matches('\n').count();
+    if newlines < leading {
+        return start;
+    }
+    let last = before.rsplit('\n').next().unwrap_or_default();
+    Pos {
+        line: start.line + newlines - leading,
+        column: start.column + last.chars().count(),
     }
 }
 
@@ -191,15 +284,28 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ParseError> {
         });
         let mut message = inner.to_string();
         if let Some(p) = pos {
-            let suffix = format!(" at line {} column {}", p.line, p.column);
-            if let Some(stripped) = message.strip_suffix(&suffix) {
-                message = stripped.to_string();
-            }
+            // At the end of the message, or before a syntax error's
+            // context ("…, while parsing a flow sequence at …").
+            let at = format!(" at line {} column {}", p.line, p.column);
+            message = message.replacen(&at, "", 1);
         }
-        if let Some(stripped) = message.strip_prefix(&format!("{path}: ")) {
+        // serde_yaml starts with its own path, which is the map holding an
+        // unknown key rather than the key itself.
+        if let Some(stripped) =
+            ancestors(&path).find_map(|p| message.strip_prefix(&format!("{p}: ")))
+        {
             message = stripped.to_string();
         }
         ParseError { path, message, pos }
+    })
+}
+
+/// `stages[1].retry.attempts`, `stages[1].retry`, `stages[1]`, `stages`.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path).filter(|p| !p.is_empty()), |p| {
+        p.rfind(['.', '['])
+            .map(|i| &p[..i])
+            .filter(|p| !p.is_empty())
     })
 }
 
@@ -252,6 +358,41 @@ mod tests {
     }
 
     #[test]
+    fn offsets_count_escapes_and_letters_as_written() {
+        // The text is `"é" | | .b`; its second `|` (byte 7, character 6)
+        // is written at column 23.
+        let p = Positions::read("e: \"\\\"\u{e9}\\\" | | .b\"\ns: 'it''s | x'\n");
+        assert_eq!(
+            p.inside("e", 7),
+            Some(Pos {
+                line: 1,
+                column: 13
+            })
+        );
+        assert_eq!(p.inside("s", 3), Some(Pos { line: 2, column: 9 }));
+    }
+
+    #[test]
+    fn offsets_inside_a_literal_block_map_to_its_lines() {
+        let p = Positions::read("e: |\n\n  {a: 1,\n   b: | }\nx: 1\n");
+        // The text is "\n{a: 1,\n b: | }\n"; the `|` is at byte 12.
+        assert_eq!(p.inside("e", 12), Some(Pos { line: 4, column: 7 }));
+    }
+
+    #[test]
+    fn a_position_inside_a_scalar_gives_its_path() {
+        let p = Positions::read(DOC);
+        assert_eq!(
+            p.path_at(Pos {
+                line: 9,
+                column: 19
+            }),
+            Some("stages[1].with.expr")
+        );
+        assert_eq!(p.path_at(Pos { line: 8, column: 5 }), None);
+    }
+
+    #[test]
     fn a_broken_document_still_gives_what_came_before() {
         let p = Positions::read("a: 1\nb: [\n");
         assert_eq!(p.value("a"), Some(Pos { line: 1, column: 4 }));
@@ -282,5 +423,36 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Docs {
+        docs: Vec<Doc>,
+    }
+
+    #[test]
+    fn nested_parse_errors_lose_serde_yamls_own_path_too() {
+        let err = parse::<Docs>("docs:\n  - name: x\n    cuont: 1\n").unwrap_err();
+        assert_eq!(err.path, "docs[0].cuont");
+        assert!(
+            err.message.starts_with("unknown field `cuont`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_is_kept_with_its_position() {
+        let p = Positions::read("stages: [\n  - name: gen\n");
+        assert!(!p.is_complete());
+        assert_eq!(
+            p.syntax_error(),
+            Some((
+                Pos { line: 2, column: 3 },
+                "\"-\" is only valid inside a block"
+            ))
+        );
+        assert_eq!(Positions::read("a: 1\n").syntax_error(), None);
     }
 }

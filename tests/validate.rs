@@ -1,0 +1,1118 @@
+//! Every problem `flow validate` finds in a pipeline file, through the real
+//! binary: exit code 2, nothing on stdout, and on stderr one line per
+//! problem, `FILE:LINE:COLUMN: stage "NAME": KEY: message`, with the file as
+//! named on the command line and "did you mean" where a name is near.
+//! `flow run` does the same checks and runs nothing when one fails.
+//!
+//! Pipelines are written as lists of lines so that line numbers can be read
+//! off the test; columns count from 1.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use flow_tests::{Run, flow, run, write_pipeline};
+use tempfile::TempDir;
+
+/// Variables the interpolation tests rely on being unset.
+const UNSET: [&str; 4] = [
+    "FLOW_TEST_UNSET",
+    "FLOW_TEST_INPUT",
+    "FLOW_TEST_PREFIX",
+    "FLOW_TEST_QUEUE",
+];
+
+/// A pipeline file `bad.yaml` in a fresh directory.
+struct Pipeline {
+    dir: TempDir,
+}
+
+impl Pipeline {
+    fn new(lines: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        write_pipeline(dir.path(), "bad.yaml", &(lines.join("\n") + "\n"));
+        Pipeline { dir }
+    }
+
+    /// `flow SUBCOMMAND bad.yaml`, run in the file's directory so the file
+    /// is named `bad.yaml` in messages.
+    fn command(&self, subcommand: &str) -> Command {
+        let mut cmd = flow();
+        cmd.arg(subcommand)
+            .arg("bad.yaml")
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG");
+        for name in UNSET {
+            cmd.env_remove(name);
+        }
+        cmd
+    }
+
+    fn validate(&self) -> Run {
+        run(&mut self.command("validate"))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// The problem lines `flow validate` prints for `lines`, after checking that
+/// it failed with exit code 2 and printed nothing else.
+fn problems(lines: &[&str]) -> Vec<String> {
+    problems_of(Pipeline::new(lines).validate())
+}
+
+fn problems_of(out: Run) -> Vec<String> {
+    let out = out.expect_code(2);
+    assert_eq!(out.stdout, "", "validation failed but printed on stdout");
+    out.stderr.lines().map(str::to_string).collect()
+}
+
+/// Asserts that `flow validate` reports exactly `expected` for `lines`.
+#[track_caller]
+fn assert_problems(lines: &[&str], expected: &[&str]) {
+    assert_eq!(problems(lines), expected, "for:\n{}", lines.join("\n"));
+}
+
+/// Asserts that `flow validate` accepts `lines`.
+#[track_caller]
+fn assert_valid(lines: &[&str]) -> Run {
+    let out = Pipeline::new(lines).validate().expect_code(0);
+    assert!(out.stdout.starts_with("bad.yaml: ok: "), "{}", out.stdout);
+    out
+}
+
+/// The source most cases start with; `after_gen` adds the stages under test.
+const GEN: [&str; 4] = [
+    "stages:",
+    "  - name: gen",
+    "    type: generate",
+    "    with: { count: 3 }",
+];
+
+/// `GEN` followed by `rest`.
+fn after_gen<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+    GEN.iter().chain(rest).copied().collect()
+}
+
+#[test]
+fn the_base_pipeline_of_these_tests_is_valid() {
+    let out = assert_valid(&after_gen(&[
+        "  - name: square",
+        "    type: map",
+        "    with: { expr: '. * .' }",
+        "  - name: out",
+        "    type: drop",
+    ]));
+    assert_eq!(out.stdout, "bad.yaml: ok: 3 stages (gen, square, out)\n");
+}
+
+// Unknown names.
+
+#[test]
+fn unknown_stage_type_suggests_the_nearest_name() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: dorp"]),
+        &[r#"bad.yaml:6:11: stage "out": unknown stage type "dorp" (did you mean "drop"?)"#],
+    );
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: gnerate",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[r#"bad.yaml:3:11: stage "gen": unknown stage type "gnerate" (did you mean "generate"?)"#],
+    );
+}
+
+#[test]
+fn unknown_stage_type_counts_a_swap_of_two_letters_as_one_edit() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: mpa",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:6:11: stage "square": unknown stage type "mpa" (did you mean "map"?)"#],
+    );
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: genreate",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:3:11: stage "gen": unknown stage type "genreate" (did you mean "generate"?)"#,
+        ],
+    );
+    // Two swaps are two edits, close enough for a six-letter name; counted
+    // as insertions and deletions they would be four.
+    assert_problems(
+        &after_gen(&[
+            "  - name: odd",
+            "    type: fitlre",
+            "    with: { expr: '. % 2 == 1' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:6:11: stage "odd": unknown stage type "fitlre" (did you mean "filter"?)"#],
+    );
+}
+
+#[test]
+fn unknown_stage_type_far_from_every_name_gets_no_suggestion() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: kafka"]),
+        &[r#"bad.yaml:6:11: stage "out": unknown stage type "kafka""#],
+    );
+}
+
+#[test]
+fn unknown_stage_key_suggests_the_runner_key() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    wokers: 4",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:7:5: stage "square": unknown key "wokers" (did you mean "workers"?)"#],
+    );
+}
+
+#[test]
+fn unknown_top_level_key_suggests_the_nearest() {
+    let mut lines = vec!["name: demo", "stags: []"];
+    lines.extend(after_gen(&["  - name: out", "    type: drop"]));
+    assert_problems(
+        &lines,
+        &[r#"bad.yaml:2:1: unknown key "stags" (did you mean "stages"?)"#],
+    );
+}
+
+#[test]
+fn unknown_key_under_defaults_names_defaults() {
+    let mut lines = vec!["defaults:", "  queu: 8"];
+    lines.extend(after_gen(&["  - name: out", "    type: drop"]));
+    assert_problems(
+        &lines,
+        &[r#"bad.yaml:2:3: defaults: unknown key "queu" (did you mean "queue"?)"#],
+    );
+}
+
+#[test]
+fn unknown_key_under_retry_names_the_stage_and_retry() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    retry: { attemps: 3 }",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:7:14: stage "square": retry: unknown key "attemps" (did you mean "attempts"?)"#,
+        ],
+    );
+}
+
+#[test]
+fn unknown_option_under_with_suggests_the_stage_types_option() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with: { exp: '.' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:7:13: stage "square": with: unknown key "exp" (did you mean "expr"?)"#],
+    );
+}
+
+#[test]
+fn unknown_option_far_from_every_option_lists_them() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "    with: { count: 3, pace: 1s }",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:4:23: stage "gen": with: unknown key "pace"; expected one of: count, value, interval"#,
+        ],
+    );
+}
+
+#[test]
+fn options_for_a_stage_type_that_takes_none_are_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    with: { path: x }"]),
+        &[
+            r#"bad.yaml:7:13: stage "out": with: unknown key "path"; this stage type takes no options"#,
+        ],
+    );
+}
+
+// Values of the wrong kind.
+
+#[test]
+fn workers_that_is_not_a_number_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    workers: many",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:7:14: stage "square": workers: invalid type: string "many", expected a whole number, 0 or more"#,
+        ],
+    );
+}
+
+#[test]
+fn workers_of_zero_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    workers: 0",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:7:14: stage "square": workers: must be at least 1"#],
+    );
+}
+
+#[test]
+fn queue_of_zero_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    queue: 0"]),
+        &[r#"bad.yaml:7:12: stage "out": queue: must be at least 1"#],
+    );
+}
+
+#[test]
+fn a_zero_in_defaults_is_reported_once_at_the_default() {
+    let mut lines = vec!["defaults:", "  queue: 0"];
+    lines.extend(after_gen(&[
+        "  - name: square",
+        "    type: map",
+        "    with: { expr: '.' }",
+        "  - name: out",
+        "    type: drop",
+    ]));
+    assert_problems(
+        &lines,
+        &["bad.yaml:2:10: defaults.queue: must be at least 1"],
+    );
+}
+
+#[test]
+fn a_source_has_no_queue_and_one_worker() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "    workers: 4",
+            "    queue: 8",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:4:5: stage "gen": workers: a source runs as one task"#,
+            r#"bad.yaml:5:5: stage "gen": queue: a source has no input queue"#,
+        ],
+    );
+}
+
+#[test]
+fn a_bad_duration_in_options_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: nap",
+            "    type: sleep",
+            "    with: { duration: soon }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:7:23: stage "nap": with.duration: invalid duration "soon": expected number at 0"#,
+        ],
+    );
+}
+
+#[test]
+fn a_bad_duration_for_a_runner_key_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    timeout: soon"]),
+        &[r#"bad.yaml:7:14: stage "out": timeout: invalid duration "soon": expected number at 0"#],
+    );
+}
+
+#[test]
+fn options_that_are_not_a_map_are_rejected() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "    with: 3",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[r#"bad.yaml:4:11: stage "gen": with: invalid type: integer `3`, expected a map"#],
+    );
+}
+
+#[test]
+fn inputs_that_are_not_a_list_are_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    inputs: gen"]),
+        &[r#"bad.yaml:7:13: stage "out": inputs: invalid type: string "gen", expected a sequence"#],
+    );
+}
+
+#[test]
+fn an_unknown_order_suggests_the_nearest() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    order: lifoo"]),
+        &[
+            r#"bad.yaml:7:12: stage "out": order: unknown value "lifoo" (did you mean "lifo"?); expected one of: fifo, lifo, priority"#,
+        ],
+    );
+}
+
+#[test]
+fn a_valid_order_is_an_error_naming_the_key_until_it_is_supported() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    order: lifo"]),
+        &[r#"bad.yaml:7:5: stage "out": order: not supported by this version of flow yet"#],
+    );
+}
+
+// Missing keys.
+
+#[test]
+fn a_stage_without_a_type_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    inputs: [gen]"]),
+        &[r#"bad.yaml:5:5: stage "out": missing key "type""#],
+    );
+}
+
+#[test]
+fn a_stage_without_a_name_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - type: drop"]),
+        &[r#"bad.yaml:5:5: missing key "name""#],
+    );
+}
+
+#[test]
+fn a_file_without_stages_is_rejected() {
+    assert_problems(&["name: demo"], &[r#"bad.yaml:1:1: missing key "stages""#]);
+    assert_problems(
+        &["name: demo", "stages: []"],
+        &["bad.yaml:2:1: stages: no stages; a pipeline needs a source and a sink"],
+    );
+}
+
+#[test]
+fn map_without_expr_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:5:5: stage "square": with: missing key "expr""#],
+    );
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with: {}",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:7:11: stage "square": with: missing key "expr""#],
+    );
+}
+
+// Inputs.
+
+#[test]
+fn unknown_input_suggests_the_nearest_stage() {
+    // Only the typo is reported: "square" being unread follows from it.
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with: { expr: '. * .' }",
+            "  - name: out",
+            "    type: drop",
+            "    inputs: [sqaure]",
+        ]),
+        &[
+            r#"bad.yaml:10:14: stage "out": inputs: unknown stage "sqaure" (did you mean "square"?)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_stage_cannot_read_its_own_output() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    inputs: [gen, square]",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:7:19: stage "square": inputs: a stage cannot read its own output"#],
+    );
+}
+
+#[test]
+fn a_sink_cannot_be_an_input() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "  - name: square",
+            "    type: map",
+            "    inputs: [out]",
+            "    with: { expr: '.' }",
+            "  - name: out2",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:9:14: stage "square": inputs: "out" is a sink; nothing comes out of it"#],
+    );
+}
+
+#[test]
+fn an_input_listed_twice_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    inputs: [gen, gen]"]),
+        &[r#"bad.yaml:7:19: stage "out": inputs: "gen" is listed twice"#],
+    );
+}
+
+#[test]
+fn a_stage_after_a_sink_needs_its_inputs_named() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "  - name: square",
+            "    type: map",
+            "    with: { expr: '.' }",
+            "  - name: out2",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:7:5: stage "square": no `inputs:`, and the stage before it, "out", is a sink with no output; name this stage's inputs, or write `inputs: []` for a dead-letter stage"#,
+        ],
+    );
+}
+
+#[test]
+fn a_source_takes_no_inputs() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "  - name: more",
+            "    type: generate",
+            "    inputs: [gen]",
+            "  - name: out",
+            "    type: drop",
+            "    inputs: [gen, more]",
+        ],
+        &[
+            r#"bad.yaml:6:5: stage "more": inputs: a source takes no inputs ("generate" is a source type)"#,
+        ],
+    );
+}
+
+// Names.
+
+#[test]
+fn duplicate_stage_names_name_the_first_ones_line() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with: { expr: '.' }",
+            "  - name: square",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:8:11: stage "square": name: duplicate stage name (first at line 5)"#],
+    );
+}
+
+#[test]
+fn stage_names_with_other_characters_are_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: 'my out!'", "    type: drop"]),
+        &[r#"bad.yaml:5:11: stage "my out!": name: use only letters, digits, `_` and `-`"#],
+    );
+}
+
+// The graph.
+
+#[test]
+fn a_cycle_of_inputs_is_rejected_and_listed() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: a",
+            "    type: map",
+            "    inputs: [gen, b]",
+            "    with: { expr: '.' }",
+            "  - name: b",
+            "    type: map",
+            "    inputs: [a]",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+            "    inputs: [b]",
+        ]),
+        &[r#"bad.yaml:7:5: stage "a": inputs: the stages form a cycle: a -> b -> a"#],
+    );
+}
+
+#[test]
+fn a_stage_with_empty_inputs_that_no_error_route_names_is_unfed() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "  - name: failed",
+            "    type: drop",
+            "    inputs: []",
+        ]),
+        &[
+            r#"bad.yaml:9:5: stage "failed": nothing feeds this sink: it has `inputs: []` and no stage's on_error names it"#,
+        ],
+    );
+}
+
+#[test]
+fn a_first_stage_that_is_not_a_source_is_unfed() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: square",
+            "    type: map",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:2:5: stage "square": nothing feeds this processor: it is the first stage and is not a source"#,
+        ],
+    );
+}
+
+#[test]
+fn a_dead_letter_stage_fed_only_by_on_error_validates() {
+    let out = assert_valid(&after_gen(&[
+        "  - name: square",
+        "    type: map",
+        "    on_error: failed",
+        "    with: { expr: '. * .' }",
+        "  - name: out",
+        "    type: drop",
+        "  - name: failed",
+        "    type: drop",
+        "    inputs: []",
+    ]));
+    assert_eq!(
+        out.stdout,
+        "bad.yaml: ok: 4 stages (gen, square, out, failed)\n"
+    );
+}
+
+#[test]
+fn a_processor_whose_output_nothing_reads_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+            "    inputs: [gen]",
+        ]),
+        &[
+            r#"bad.yaml:5:5: stage "square": nothing reads this stage's output; add a sink after it (type: drop to discard)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_source_nothing_reads_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: more",
+            "    type: generate",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[r#"bad.yaml:2:5: stage "gen": nothing reads from this source; add a stage after it"#],
+    );
+}
+
+// on_error.
+
+#[test]
+fn on_error_naming_an_unknown_stage_suggests_the_nearest() {
+    // Only the typo is reported: "failed" being unfed follows from it.
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    on_error: faled",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+            "  - name: failed",
+            "    type: drop",
+            "    inputs: []",
+        ]),
+        &[
+            r#"bad.yaml:7:15: stage "square": on_error: "faled" is not drop, fail or a stage name (did you mean "failed"?)"#,
+        ],
+    );
+}
+
+#[test]
+fn on_error_suggests_drop_or_fail() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    on_error: fial"]),
+        &[
+            r#"bad.yaml:7:15: stage "out": on_error: "fial" is not drop, fail or a stage name (did you mean "fail"?)"#,
+        ],
+    );
+}
+
+#[test]
+fn on_error_cannot_name_a_source() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    on_error: gen"]),
+        &[r#"bad.yaml:7:15: stage "out": on_error: "gen" is a source; it takes no items"#],
+    );
+}
+
+#[test]
+fn on_error_cannot_name_its_own_stage() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    on_error: out"]),
+        &[r#"bad.yaml:7:15: stage "out": on_error: a stage cannot take its own failed items"#],
+    );
+}
+
+#[test]
+fn a_bad_on_error_in_defaults_is_reported_once_at_the_default() {
+    let mut lines = vec!["defaults:", "  on_error: faled"];
+    lines.extend(after_gen(&[
+        "  - name: out",
+        "    type: drop",
+        "  - name: failed",
+        "    type: drop",
+        "    inputs: []",
+    ]));
+    assert_problems(
+        &lines,
+        &[
+            r#"bad.yaml:2:13: defaults.on_error: "faled" is not drop, fail or a stage name (did you mean "failed"?)"#,
+        ],
+    );
+}
+
+// Expressions.
+
+#[test]
+fn an_invalid_expression_points_at_the_offending_token() {
+    // `      expr: '.a | | .b'`: the text starts at column 14, the second
+    // `|` is its sixth character.
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with:",
+            "      expr: '.a | | .b'",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:8:19: stage "square": with.expr: invalid expression: expected term, found "|" (at character 6)"#,
+        ],
+    );
+    // Unquoted, the text starts where the value does.
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with:",
+            "      expr: .a | | .b",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:8:18: stage "square": with.expr: invalid expression: expected term, found "|" (at character 6)"#,
+        ],
+    );
+}
+
+#[test]
+fn an_invalid_expression_column_counts_escapes_and_letters_as_written() {
+    // `\"é\" | | .b` is the text `"é" | | .b`: the second `|` is its
+    // seventh character, written at column 28.
+    let problems = problems(&after_gen(&[
+        "  - name: square",
+        "    type: map",
+        r#"    with: { expr: "\"é\" | | .b" }"#,
+        "  - name: out",
+        "    type: drop",
+    ]));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with(
+            r#"bad.yaml:7:28: stage "square": with.expr: invalid expression: expected term, found "|""#
+        ),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn an_invalid_expression_in_a_literal_block_points_at_its_line() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with:",
+            "      expr: |",
+            "        {id: .id,",
+            "         v: .v | | .b}",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:10:18: stage "square": with.expr: invalid expression: expected term, found "|" (at character 20)"#,
+        ],
+    );
+}
+
+#[test]
+fn an_undefined_function_in_an_expression_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with: { expr: '1 + nosuch(1)' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:7:24: stage "square": with.expr: invalid expression: undefined filter nosuch (at character 5)"#,
+        ],
+    );
+}
+
+#[test]
+fn an_undefined_variable_in_an_expression_is_rejected() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "    with: { count: 3, value: '{id: $j}' }",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:4:36: stage "gen": with.value: invalid expression: undefined variable $j (at character 6)"#,
+        ],
+    );
+}
+
+// `${VAR}` interpolation.
+
+#[test]
+fn an_unset_variable_is_named_at_its_dollar() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: lines",
+            "    type: read",
+            r#"    with: { path: "${FLOW_TEST_UNSET}", format: lines }"#,
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:4:20: stage "lines": with.path: environment variable FLOW_TEST_UNSET is not set (write ${FLOW_TEST_UNSET:-default} to give a default)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_required_variable_fails_with_its_message() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: lines",
+            "    type: read",
+            r#"    with: { path: "${FLOW_TEST_INPUT:?set FLOW_TEST_INPUT to the input file}" }"#,
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:4:20: stage "lines": with.path: FLOW_TEST_INPUT: set FLOW_TEST_INPUT to the input file"#,
+        ],
+    );
+}
+
+#[test]
+fn a_variable_with_a_default_or_set_in_the_environment_validates() {
+    let lines = [
+        "stages:",
+        "  - name: gen",
+        "    type: generate",
+        r#"    with: { count: 3, value: "${FLOW_TEST_PREFIX:-.}" }"#,
+        "  - name: out",
+        "    type: drop",
+        r#"    queue: ${FLOW_TEST_QUEUE}"#,
+    ];
+    let pipeline = Pipeline::new(&lines);
+    let unset = problems_of(pipeline.validate());
+    assert_eq!(
+        unset,
+        [
+            "bad.yaml:7:12: stage \"out\": queue: environment variable FLOW_TEST_QUEUE is not set (write ${FLOW_TEST_QUEUE:-default} to give a default)"
+        ]
+    );
+    let out = run(pipeline.command("validate").env("FLOW_TEST_QUEUE", "8")).expect_code(0);
+    assert_eq!(out.stdout, "bad.yaml: ok: 2 stages (gen, out)\n");
+}
+
+#[test]
+fn columns_after_a_variable_are_as_written() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            r#"    with: { value: "${FLOW_TEST_PREFIX:-.}", count: 3, intervall: 1s }"#,
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:4:56: stage "gen": with: unknown key "intervall" (did you mean "interval"?)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_variable_missing_its_closing_brace_is_reported() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: lines",
+            "    type: read",
+            r#"    with: { path: "${FLOW_TEST_INPUT", format: lines }"#,
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:4:20: stage "lines": with.path: `${FLOW_TEST_INPUT`: expected `}` after the variable name, found `"`"#,
+        ],
+    );
+}
+
+#[test]
+fn a_variable_in_a_whole_line_comment_is_left_alone() {
+    assert_valid(&after_gen(&[
+        "  # - name: ${FLOW_TEST_UNSET}",
+        "  - name: out",
+        "    type: drop",
+    ]));
+}
+
+// The file itself.
+
+#[test]
+fn invalid_yaml_is_reported_where_the_parser_stopped() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "    with: { count: [1, 2 }",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &["bad.yaml:4:26: invalid YAML: while parsing a flow sequence, expected ',' or ']'"],
+    );
+}
+
+#[test]
+fn invalid_yaml_is_reported_rather_than_a_wrong_value_before_it() {
+    assert_problems(
+        &[
+            "name: [demo",
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+        ],
+        &["bad.yaml:2:7: invalid YAML: illegal placement of ':' indicator"],
+    );
+}
+
+#[test]
+fn several_problems_are_all_reported_in_file_order() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generat",
+            "  - name: square",
+            "    type: map",
+            "    workers: 0",
+            "    on_error: nowhere",
+            "    with: { expr: '.a | | .b' }",
+            "  - name: out",
+            "    type: drop",
+            "    inputs: [square, missing]",
+        ],
+        &[
+            r#"bad.yaml:3:11: stage "gen": unknown stage type "generat" (did you mean "generate"?)"#,
+            r#"bad.yaml:6:14: stage "square": workers: must be at least 1"#,
+            r#"bad.yaml:7:15: stage "square": on_error: "nowhere" is not drop, fail or a stage name"#,
+            r#"bad.yaml:8:25: stage "square": with.expr: invalid expression: expected term, found "|" (at character 6)"#,
+            r#"bad.yaml:11:22: stage "out": inputs: unknown stage "missing""#,
+        ],
+    );
+}
+
+#[test]
+fn a_missing_pipeline_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(flow()
+        .args(["validate", "nowhere.yaml"])
+        .current_dir(dir.path()))
+    .expect_code(2);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr
+            .starts_with("nowhere.yaml: cannot read the pipeline file: "),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+// `flow run` checks the same way, and runs nothing.
+
+/// A pipeline writing `out.jsonl`, with `square`'s `type:` line given.
+fn writing_pipeline(square_type: &str) -> Pipeline {
+    Pipeline::new(&after_gen(&[
+        "  - name: square",
+        square_type,
+        "    with: { expr: '. * .' }",
+        "  - name: save",
+        "    type: write",
+        "    with: { path: out.jsonl }",
+    ]))
+}
+
+#[test]
+fn run_refuses_an_invalid_pipeline_and_runs_nothing() {
+    let bad = writing_pipeline("    type: mpa");
+    let out = run(&mut bad.command("run")).expect_code(2);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr,
+        "bad.yaml:6:11: stage \"square\": unknown stage type \"mpa\" (did you mean \"map\"?)\n"
+    );
+    assert!(!bad.path("out.jsonl").exists(), "the sink ran");
+
+    // The same pipeline, fixed, does write the file.
+    let good = writing_pipeline("    type: map");
+    run(&mut good.command("run")).expect_code(0);
+    assert!(good.path("out.jsonl").exists());
+}
+
+#[test]
+fn run_reports_every_problem_like_validate() {
+    let pipeline = Pipeline::new(&after_gen(&[
+        "  - name: save",
+        "    type: write",
+        "    workers: 0",
+        "    on_error: gen",
+        "    with: { path: out.jsonl }",
+    ]));
+    let out = run(&mut pipeline.command("run")).expect_code(2);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr.lines().collect::<Vec<_>>(),
+        [
+            r#"bad.yaml:7:14: stage "save": workers: must be at least 1"#,
+            r#"bad.yaml:8:15: stage "save": on_error: "gen" is a source; it takes no items"#,
+        ]
+    );
+    assert_eq!(out.stderr, pipeline.validate().stderr);
+    assert!(!pipeline.path("out.jsonl").exists(), "the sink ran");
+}
+
+#[test]
+fn run_reports_an_unset_variable_and_runs_nothing() {
+    let pipeline = Pipeline::new(&[
+        "stages:",
+        "  - name: gen",
+        "    type: generate",
+        "    with: { count: 3 }",
+        "  - name: save",
+        "    type: write",
+        r#"    with: { path: "${FLOW_TEST_UNSET}.jsonl" }"#,
+    ]);
+    let out = run(&mut pipeline.command("run")).expect_code(2);
+    assert_eq!(
+        out.stderr,
+        "bad.yaml:7:20: stage \"save\": with.path: environment variable FLOW_TEST_UNSET is not set (write ${FLOW_TEST_UNSET:-default} to give a default)\n"
+    );
+    assert!(!pipeline.path(".jsonl").exists(), "the sink ran");
+}
+
+#[test]
+fn run_reports_a_missing_pipeline_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(flow().args(["run", "nowhere.yaml"]).current_dir(dir.path())).expect_code(2);
+    assert!(
+        out.stderr
+            .starts_with("nowhere.yaml: cannot read the pipeline file: "),
+        "{}",
+        out.stderr
+    );
+}
