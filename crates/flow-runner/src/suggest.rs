@@ -8,9 +8,11 @@ pub fn did_you_mean<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let word = word.to_lowercase();
+    // One edit in a short word, two in most, three in long ones: more would
+    // suggest names that merely share a letter or two.
     let limit = match word.chars().count() {
-        0..=2 => 1,
-        3..=5 => 2,
+        0..=3 => 1,
+        4..=7 => 2,
         _ => 3,
     };
     candidates
@@ -76,6 +78,7 @@ mod tests {
     #[test]
     fn far_names_get_no_suggestion() {
         assert_eq!(did_you_mean("zzzzzz", ["generate", "write"]), None);
+        assert_eq!(did_you_mean("htp", ["map"]), None);
         assert_eq!(hint("xq", ["generate"]), "");
     }
 }
