@@ -275,3 +275,162 @@ fn the_plain_binary_does_not_know_plugin_types() {
         out.stderr
     );
 }
+
+mod signals {
+    use std::io::{BufRead, BufReader};
+    use std::path::Path;
+    use std::process::{Child, ChildStderr, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use flow_tests::{flow, stage, stats, write_pipeline};
+
+    fn send(child: &Child, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Polls `ready` (a file growing, a log line) until it holds; panics
+    /// after `limit` so a broken run fails instead of hanging the suite.
+    fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !ready() {
+            assert!(start.elapsed() < limit, "timed out waiting for the run");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn exit_code_within(child: &mut Child, limit: Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status
+                    .code()
+                    .expect("flow exits, it is not killed by the signal");
+            }
+            if start.elapsed() > limit {
+                child.kill().unwrap();
+                panic!("flow did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn lines(path: &Path) -> u64 {
+        std::fs::read_to_string(path).map_or(0, |t| t.lines().count() as u64)
+    }
+
+    #[test]
+    fn ctrl_c_or_sigterm_drains_every_emitted_item_and_exits_130() {
+        for signal in ["-INT", "-TERM"] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = write_pipeline(
+                dir.path(),
+                "p.yaml",
+                "stages:\n  - {name: gen, type: generate, with: {value: '{n: $i}'}}\n  - {name: twice, type: map, workers: 2, with: {expr: '.n * 2'}}\n  - {name: out, type: write, with: {path: out.jsonl}}\n",
+            );
+            let stats_file = dir.path().join("stats.json");
+            let out = dir.path().join("out.jsonl");
+            let mut child = flow()
+                .arg("run")
+                .arg(&file)
+                .arg("--stats-json")
+                .arg(&stats_file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            // The endless source is running once output reaches the file.
+            wait_until(Duration::from_secs(30), || {
+                std::fs::metadata(&out).is_ok_and(|m| m.len() > 100_000)
+            });
+            send(&child, signal);
+            assert_eq!(
+                exit_code_within(&mut child, Duration::from_secs(30)),
+                130,
+                "{signal}"
+            );
+            let stats = stats(&stats_file);
+            assert_eq!(stats["status"], "interrupted");
+            let emitted = stage(&stats, "gen")["items_out"].as_u64().unwrap();
+            assert!(emitted > 0);
+            // Nothing vanished: every item the source emitted is in the file.
+            assert_eq!(lines(&out), emitted, "{signal}");
+            for name in ["twice", "out"] {
+                let s = stage(&stats, name);
+                assert_eq!(s["items_in"].as_u64(), Some(emitted), "{name}: {s}");
+                assert_eq!(s["items_out"].as_u64(), Some(emitted), "{name}: {s}");
+            }
+        }
+    }
+
+    fn read_until(stderr: &mut BufReader<ChildStderr>, needle: &str) {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = stderr.read_line(&mut line).unwrap();
+            assert!(n > 0, "flow ended before logging {needle:?}");
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_ctrl_c_aborts_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Draining would take over a minute: 64 queued items, one second each.
+        let file = write_pipeline(
+            dir.path(),
+            "p.yaml",
+            "stages:\n  - {name: gen, type: generate}\n  - {name: slow, type: sleep, with: {duration: 1s}}\n  - {name: out, type: drop}\n",
+        );
+        let stats_file = dir.path().join("stats.json");
+        let mut child = flow()
+            .arg("run")
+            .arg(&file)
+            .arg("-v")
+            .arg("--stats-json")
+            .arg(&stats_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        read_until(&mut stderr, "input queue full");
+        send(&child, "-INT");
+        read_until(&mut stderr, "interrupted");
+        send(&child, "-INT");
+        assert_eq!(exit_code_within(&mut child, Duration::from_secs(10)), 130);
+        assert!(!stats_file.exists(), "an abort writes no stats");
+    }
+}
+
+#[test]
+fn every_pipeline_in_the_readme_validates() {
+    let readme = std::fs::read_to_string(flow_tests::repo_root().join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("stages:"))
+        .collect();
+    assert!(
+        blocks.len() >= 2,
+        "found {} pipelines in the README",
+        blocks.len()
+    );
+    for (i, yaml) in blocks.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_pipeline(dir.path(), &format!("readme-{i}.yaml"), yaml);
+        let out = run(flow().arg("validate").arg(&file));
+        assert_eq!(
+            out.code, 0,
+            "README pipeline {i} does not validate:\n{yaml}\n{}",
+            out.stderr
+        );
+    }
+}

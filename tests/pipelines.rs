@@ -5,11 +5,16 @@ use flow_tests::{flow, pipeline, read_jsonl, run, stage, stats};
 
 /// The pipelines these tests run; a file in `pipelines/` missing here
 /// fails `every_pipeline_file_is_tested`.
-const TESTED: [&str; 4] = [
+const TESTED: [&str; 9] = [
     "hello.yaml",
     "multi-consumer.yaml",
     "data-pipeline.yaml",
     "fan-out.yaml",
+    "rate-limited.yaml",
+    "priority.yaml",
+    "lifo.yaml",
+    "backpressure.yaml",
+    "dead-letter.yaml",
 ];
 
 #[test]
@@ -147,4 +152,142 @@ fn pipelines_run_the_same_from_any_working_directory() {
     run(flow().arg("run").arg(&out).current_dir(elsewhere.path())).expect_code(0);
     let rows = read_jsonl(&dir.path().join("sub/out.jsonl"));
     assert_eq!(rows, [0, 1, 2]);
+}
+
+/// Runs `pipelines/NAME` with `OUT` in a temp dir; returns the dir, the
+/// stats and the run.
+fn run_in_temp(
+    name: &str,
+    extra: &[&str],
+    code: i32,
+) -> (tempfile::TempDir, serde_json::Value, flow_tests::Run) {
+    let dir = tempfile::tempdir().unwrap();
+    let stats_file = dir.path().join("stats.json");
+    let out = run(flow()
+        .arg("run")
+        .arg(pipeline(name))
+        .arg("--stats-json")
+        .arg(&stats_file)
+        .args(extra)
+        .env("OUT", dir.path()))
+    .expect_code(code);
+    let stats = stats(&stats_file);
+    (dir, stats, out)
+}
+
+#[test]
+fn rate_limited_emits_ten_items_no_faster_than_three_a_second() {
+    let (dir, stats, _) = run_in_temp("rate-limited.yaml", &[], 0);
+    let rows = read_jsonl(&dir.path().join("rate-limited.jsonl"));
+    let ns: Vec<i64> = rows.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, (0..10).collect::<Vec<_>>());
+    // Each token is due a third of a second after the one before: the
+    // limiter never lets items through faster (a slow machine may only be
+    // slower). `at` is stamped by the next stage as each item passes.
+    let at: Vec<f64> = rows.iter().map(|r| r["at"].as_f64().unwrap()).collect();
+    let span = at[9] - at[0];
+    assert!(
+        span >= 9.0 / 3.0 - 0.02,
+        "10 items in {span:.3}s: faster than 3/s"
+    );
+    let ticks = stage(&stats, "ticks");
+    assert_eq!(ticks["items_out"], 10);
+    assert!(
+        ticks["wait_s"]["rate_limit"].as_f64().unwrap() > 2.5,
+        "{ticks}"
+    );
+}
+
+#[test]
+fn priority_hands_out_the_most_urgent_job_first() {
+    let (dir, stats, _) = run_in_temp("priority.yaml", &[], 0);
+    let jobs: Vec<String> = read_jsonl(&dir.path().join("priority.jsonl"))
+        .iter()
+        .map(|r| r["job"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            "page-oncall",
+            "fix-outage",
+            "rotate-logs",
+            "backup",
+            "send-newsletter"
+        ]
+    );
+    assert_eq!(stage(&stats, "work")["items_out"], 5);
+}
+
+#[test]
+fn lifo_visits_the_newest_page_first() {
+    let (dir, _, _) = run_in_temp("lifo.yaml", &[], 0);
+    let pages: Vec<i64> = read_jsonl(&dir.path().join("lifo.jsonl"))
+        .iter()
+        .map(|r| r["page"].as_i64().unwrap())
+        .collect();
+    assert_eq!(pages, [5, 4, 3, 2, 1, 0]);
+}
+
+#[test]
+fn backpressure_keeps_the_queue_small_and_logs_its_water_marks() {
+    let (dir, stats, out) = run_in_temp("backpressure.yaml", &["-v"], 0);
+    let mut got: Vec<i64> = read_jsonl(&dir.path().join("backpressure.jsonl"))
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+    let slow = stage(&stats, "slow");
+    assert_eq!(slow["queue"]["capacity"], 4);
+    assert_eq!(slow["queue"]["peak"], 4);
+    assert!(slow["queue"]["full_pct"].as_f64().unwrap() > 50.0, "{slow}");
+    // The producer spent most of the run waiting for room.
+    let waited = stage(&stats, "fast")["wait_s"]["backpressure"]
+        .as_f64()
+        .unwrap();
+    assert!(waited > 0.3, "{waited}");
+    assert!(
+        out.stderr.contains("input queue full (high water mark)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("input queue below half (low water mark)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("stage=slow"), "{}", out.stderr);
+}
+
+#[test]
+fn dead_letter_sends_failed_orders_with_their_error_and_exits_3() {
+    let (dir, stats, _) = run_in_temp("dead-letter.yaml", &[], 3);
+    let accepted: Vec<i64> = read_jsonl(&dir.path().join("accepted.jsonl"))
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(accepted, [1, 3]);
+    let rejected = read_jsonl(&dir.path().join("rejected.jsonl"));
+    let expr = r#"if (.qty // 0) > 0 then . else error("bad quantity") end"#;
+    let letter = |item: serde_json::Value| {
+        serde_json::json!({
+            "item": item,
+            "error": {"stage": "check", "message": format!("expression `{expr}`: bad quantity"), "attempts": 1}
+        })
+    };
+    assert_eq!(
+        rejected,
+        [
+            letter(serde_json::json!({"id": 2, "qty": -1})),
+            letter(serde_json::json!({"id": 4}))
+        ]
+    );
+    let check = stage(&stats, "check");
+    assert_eq!(
+        (check["items_in"].as_u64(), check["items_out"].as_u64()),
+        (Some(4), Some(2))
+    );
+    assert_eq!(check["dead_lettered"], 2);
+    assert_eq!(stage(&stats, "rejected")["items_in"], 2);
 }

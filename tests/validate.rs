@@ -400,11 +400,522 @@ fn an_unknown_order_suggests_the_nearest() {
     );
 }
 
+// Flow control: rate limits, retries, timeouts, queue order and bounds.
+
 #[test]
-fn a_valid_order_is_an_error_naming_the_key_until_it_is_supported() {
+fn every_flow_control_key_validates() {
+    // The source is rate-limited too; `defaults:` reaches only the other
+    // stages, so none of its queue or retry settings is a source's problem.
+    let out = assert_valid(&[
+        "limits:",
+        "  polite: 10/s",
+        "  api: { rate: 100/min, burst: 5 }",
+        "defaults:",
+        "  rate: 20/10s",
+        "  burst: 2",
+        "  retry: { attempts: 2 }",
+        "  timeout: 30s",
+        "  order: lifo",
+        "  ordered: false",
+        "  queue_bytes: 64MiB",
+        "stages:",
+        "  - name: gen",
+        "    type: generate",
+        "    rate: 5/s",
+        "    burst: 3",
+        "    with: { count: 3 }",
+        "  - name: fetch",
+        "    type: map",
+        "    workers: 4",
+        "    queue: 16",
+        "    queue_bytes: 256MiB",
+        "    order: priority",
+        "    priority: '. % 3'",
+        "    ordered: true",
+        "    rate: polite",
+        "    rate_key: tostring",
+        "    retry: { attempts: 3, backoff: 200ms, max_backoff: 5s, jitter: true }",
+        "    timeout: 10s",
+        "    with: { expr: '. * .' }",
+        "  - name: newest",
+        "    type: map",
+        "    rate_key: '. % 2'",
+        "    with: { expr: '.' }",
+        "  - name: out",
+        "    type: drop",
+        "    order: fifo",
+        "    rate: api",
+    ]);
+    assert_eq!(
+        out.stdout,
+        "bad.yaml: ok: 4 stages (gen, fetch, newest, out)\n"
+    );
+}
+
+#[test]
+fn an_inline_rate_that_does_not_parse_says_how_to_write_one() {
+    let rate = |value: &str| {
+        let line = format!("    rate: {value}");
+        problems(&after_gen(&["  - name: out", "    type: drop", &line]))
+    };
+    assert_eq!(
+        rate("5/fortnight"),
+        [
+            r#"bad.yaml:7:11: stage "out": rate: invalid rate "5/fortnight": unknown period; write COUNT/PERIOD, like 5/s, 100/min or 20/10s"#
+        ]
+    );
+    assert_eq!(
+        rate("0/s"),
+        [
+            r#"bad.yaml:7:11: stage "out": rate: invalid rate "0/s": the count must be at least 1; write COUNT/PERIOD, like 5/s, 100/min or 20/10s"#
+        ]
+    );
+    assert_eq!(
+        rate("1.5/s"),
+        [
+            r#"bad.yaml:7:11: stage "out": rate: invalid rate "1.5/s": the count is not a whole number; write COUNT/PERIOD, like 5/s, 100/min or 20/10s"#
+        ]
+    );
+    assert_eq!(
+        rate("5/0s"),
+        [
+            r#"bad.yaml:7:11: stage "out": rate: invalid rate "5/0s": the period must be longer than zero; write COUNT/PERIOD, like 5/s, 100/min or 20/10s"#
+        ]
+    );
+}
+
+#[test]
+fn a_rate_without_a_period_is_neither_a_rate_nor_a_limit() {
     assert_problems(
-        &after_gen(&["  - name: out", "    type: drop", "    order: lifo"]),
-        &[r#"bad.yaml:7:5: stage "out": order: not supported by this version of flow yet"#],
+        &after_gen(&["  - name: out", "    type: drop", "    rate: 5"]),
+        &[
+            r#"bad.yaml:7:11: stage "out": rate: "5" is neither a rate like 5/s nor a limit under `limits:`"#,
+        ],
+    );
+}
+
+#[test]
+fn a_rate_naming_an_unknown_limit_suggests_the_nearest_limit() {
+    let mut lines = vec!["limits:", "  polite: 10/s", "  api: 100/min"];
+    lines.extend(after_gen(&[
+        "  - name: out",
+        "    type: drop",
+        "    rate: polit",
+    ]));
+    assert_problems(
+        &lines,
+        &[
+            r#"bad.yaml:10:11: stage "out": rate: "polit" is neither a rate like 5/s nor a limit under `limits:` (did you mean "polite"?)"#,
+        ],
+    );
+    // Stage names are no limits: "gen" is not suggested for "ge".
+    lines[9] = "    rate: ge";
+    assert_problems(
+        &lines,
+        &[
+            r#"bad.yaml:10:11: stage "out": rate: "ge" is neither a rate like 5/s nor a limit under `limits:`"#,
+        ],
+    );
+}
+
+#[test]
+fn a_bad_rate_under_limits_is_reported_once_at_the_limit() {
+    // The stages naming the limits are not told that they are unknown.
+    let mut lines = vec![
+        "limits:",
+        "  polite: 10/fortnight",
+        "  api: { rate: 0/min, burst: 5 }",
+    ];
+    lines.extend(after_gen(&[
+        "  - name: square",
+        "    type: map",
+        "    rate: polite",
+        "    with: { expr: '.' }",
+        "  - name: out",
+        "    type: drop",
+        "    rate: api",
+    ]));
+    assert_problems(
+        &lines,
+        &[
+            r#"bad.yaml:2:11: limits.polite: invalid rate "10/fortnight": unknown period; write COUNT/PERIOD, like 5/s, 100/min or 20/10s"#,
+            r#"bad.yaml:3:16: limits.api.rate: invalid rate "0/min": the count must be at least 1; write COUNT/PERIOD, like 5/s, 100/min or 20/10s"#,
+        ],
+    );
+}
+
+#[test]
+fn a_limit_that_is_neither_a_rate_nor_a_map_is_rejected() {
+    let mut lines = vec!["limits:", "  polite: 10"];
+    lines.extend(after_gen(&["  - name: out", "    type: drop"]));
+    assert_problems(
+        &lines,
+        &[
+            "bad.yaml:2:11: limits.polite: invalid type: integer `10`, expected a rate like 10/s, or a map like {rate: 10/s, burst: 5}",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_key_in_a_limit_suggests_the_nearest() {
+    let mut lines = vec!["limits:", "  polite: { rate: 10/s, burts: 5 }"];
+    lines.extend(after_gen(&["  - name: out", "    type: drop"]));
+    assert_problems(
+        &lines,
+        &[r#"bad.yaml:2:25: limits.polite: unknown key "burts" (did you mean "burst"?)"#],
+    );
+}
+
+#[test]
+fn a_limit_without_a_rate_is_rejected() {
+    let mut lines = vec!["limits:", "  polite: { burst: 5 }"];
+    lines.extend(after_gen(&["  - name: out", "    type: drop"]));
+    assert_problems(
+        &lines,
+        &[r#"bad.yaml:2:11: limits.polite: missing key "rate""#],
+    );
+}
+
+#[test]
+fn a_burst_of_zero_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    rate: 5/s",
+            "    burst: 0",
+        ]),
+        &[r#"bad.yaml:8:12: stage "out": burst: must be at least 1"#],
+    );
+    let mut lines = vec!["limits:", "  polite: { rate: 10/s, burst: 0 }"];
+    lines.extend(after_gen(&[
+        "  - name: out",
+        "    type: drop",
+        "    rate: polite",
+    ]));
+    assert_problems(
+        &lines,
+        &["bad.yaml:2:32: limits.polite.burst: must be at least 1"],
+    );
+}
+
+#[test]
+fn a_burst_without_a_rate_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    burst: 5"]),
+        &[r#"bad.yaml:7:5: stage "out": burst: needs a `rate`"#],
+    );
+}
+
+#[test]
+fn a_burst_beside_a_named_limit_belongs_under_limits() {
+    let mut lines = vec!["limits:", "  polite: 10/s"];
+    lines.extend(after_gen(&[
+        "  - name: out",
+        "    type: drop",
+        "    rate: polite",
+        "    burst: 5",
+    ]));
+    assert_problems(
+        &lines,
+        &[
+            r#"bad.yaml:10:5: stage "out": burst: "polite" is a shared limit; set its burst under `limits:`"#,
+        ],
+    );
+}
+
+#[test]
+fn a_rate_key_without_a_rate_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    rate_key: .host"]),
+        &[r#"bad.yaml:7:5: stage "out": rate_key: needs a `rate`"#],
+    );
+}
+
+#[test]
+fn a_rate_key_on_a_source_needs_the_sources_own_rate() {
+    // `defaults:` does not reach a source, so its rate is not the source's.
+    assert_problems(
+        &[
+            "defaults:",
+            "  rate: 5/s",
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "    rate_key: '. % 2'",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[r#"bad.yaml:6:5: stage "gen": rate_key: needs a `rate`"#],
+    );
+}
+
+#[test]
+fn an_invalid_rate_key_points_inside_the_expression() {
+    // `    rate_key: '.a | | .b'`: the text starts at column 16, the second
+    // `|` is its sixth character.
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    rate: 5/s",
+            "    rate_key: '.a | | .b'",
+        ]),
+        &[
+            r#"bad.yaml:8:21: stage "out": rate_key: invalid expression: expected term, found "|" (at character 6)"#,
+        ],
+    );
+}
+
+#[test]
+fn an_invalid_priority_points_inside_the_expression() {
+    // `    priority: 1 + nosuch(.)`: the text starts at column 15, `nosuch`
+    // at its fifth character.
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    order: priority",
+            "    priority: 1 + nosuch(.)",
+        ]),
+        &[
+            r#"bad.yaml:8:19: stage "out": priority: invalid expression: undefined filter nosuch (at character 5)"#,
+        ],
+    );
+}
+
+#[test]
+fn retry_attempts_of_zero_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    retry: { attempts: 0 }",
+        ]),
+        &[
+            r#"bad.yaml:7:24: stage "out": retry.attempts: must be at least 1 (the first try counts)"#,
+        ],
+    );
+}
+
+#[test]
+fn retry_without_attempts_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    retry: { backoff: 1s }",
+        ]),
+        &[r#"bad.yaml:7:12: stage "out": retry: missing key "attempts""#],
+    );
+}
+
+#[test]
+fn a_max_backoff_below_the_backoff_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    retry:",
+            "      attempts: 3",
+            "      backoff: 1s",
+            "      max_backoff: 500ms",
+        ]),
+        &[r#"bad.yaml:10:20: stage "out": retry.max_backoff: 500ms is less than the backoff (1s)"#],
+    );
+    // Without a `backoff`, the default one is meant.
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    retry: { attempts: 3, max_backoff: 50ms }",
+        ]),
+        &[
+            r#"bad.yaml:7:40: stage "out": retry.max_backoff: 50ms is less than the backoff (100ms, the default)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_timeout_of_zero_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    timeout: 0s"]),
+        &[r#"bad.yaml:7:14: stage "out": timeout: must be longer than zero"#],
+    );
+}
+
+#[test]
+fn order_priority_without_a_priority_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    order: priority"]),
+        &[
+            r#"bad.yaml:7:12: stage "out": order: priority needs a `priority` expression (lower comes out first)"#,
+        ],
+    );
+}
+
+#[test]
+fn order_priority_from_defaults_needs_a_priority_on_each_stage() {
+    // `defaults:` cannot hold the expression, so each stage lacks its own;
+    // the stage that has one, and the source, are fine.
+    let mut lines = vec!["defaults:", "  order: priority"];
+    lines.extend(after_gen(&[
+        "  - name: square",
+        "    type: map",
+        "    priority: .",
+        "    with: { expr: '.' }",
+        "  - name: out",
+        "    type: drop",
+    ]));
+    assert_problems(
+        &lines,
+        &[
+            r#"bad.yaml:11:5: stage "out": defaults.order: priority needs a `priority` expression (lower comes out first)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_priority_without_order_priority_is_rejected() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    priority: ."]),
+        &[r#"bad.yaml:7:5: stage "out": priority: needs `order: priority`"#],
+    );
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    order: lifo",
+            "    priority: .",
+        ]),
+        &[r#"bad.yaml:8:5: stage "out": priority: needs `order: priority`"#],
+    );
+}
+
+#[test]
+fn a_queue_bytes_that_is_not_a_size_is_rejected() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    queue_bytes: 12 parsecs",
+        ]),
+        &[
+            r#"bad.yaml:7:18: stage "out": queue_bytes: invalid size "12 parsecs": unknown unit "parsecs" (B, KB, MB, GB, KiB, MiB, GiB)"#,
+        ],
+    );
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    queue_bytes: 0"]),
+        &[
+            r#"bad.yaml:7:18: stage "out": queue_bytes: invalid size "0": must be at least one byte"#,
+        ],
+    );
+}
+
+#[test]
+fn flow_control_keys_about_input_queues_and_retries_do_not_apply_to_a_source() {
+    // Each is reported once, at its key.
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "    retry: { attempts: 3 }",
+            "    timeout: 5s",
+            "    order: lifo",
+            "    priority: .",
+            "    queue_bytes: 1MiB",
+            "    ordered: true",
+            "    queue: 8",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:4:5: stage "gen": retry: a source's failure stops the run; retries are for processors and sinks"#,
+            r#"bad.yaml:5:5: stage "gen": timeout: a source's failure stops the run; timeouts are for processors and sinks"#,
+            r#"bad.yaml:6:5: stage "gen": order: a source has no input queue"#,
+            r#"bad.yaml:7:5: stage "gen": priority: a source has no input queue"#,
+            r#"bad.yaml:8:5: stage "gen": queue_bytes: a source has no input queue"#,
+            r#"bad.yaml:9:5: stage "gen": ordered: a source emits in its own order"#,
+            r#"bad.yaml:10:5: stage "gen": queue: a source has no input queue"#,
+        ],
+    );
+}
+
+#[test]
+fn bad_flow_control_values_in_defaults_are_reported_once_at_the_default() {
+    // Two stages inherit every value; a burst of 0 is wrong even where no
+    // stage has a rate of its own.
+    let mut lines = vec![
+        "defaults:",
+        "  rate: 5/fortnight",
+        "  burst: 0",
+        "  retry: { attempts: 0, backoff: 1s, max_backoff: 10ms }",
+        "  timeout: 0s",
+        "  queue_bytes: 12 parsecs",
+    ];
+    lines.extend(after_gen(&[
+        "  - name: square",
+        "    type: map",
+        "    with: { expr: '.' }",
+        "  - name: out",
+        "    type: drop",
+    ]));
+    assert_problems(
+        &lines,
+        &[
+            r#"bad.yaml:2:9: defaults.rate: invalid rate "5/fortnight": unknown period; write COUNT/PERIOD, like 5/s, 100/min or 20/10s"#,
+            "bad.yaml:3:10: defaults.burst: must be at least 1",
+            "bad.yaml:4:22: defaults.retry.attempts: must be at least 1 (the first try counts)",
+            "bad.yaml:4:51: defaults.retry.max_backoff: 10ms is less than the backoff (1s)",
+            "bad.yaml:5:12: defaults.timeout: must be longer than zero",
+            r#"bad.yaml:6:16: defaults.queue_bytes: invalid size "12 parsecs": unknown unit "parsecs" (B, KB, MB, GB, KiB, MiB, GiB)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_default_rate_naming_an_unknown_limit_suggests_the_nearest_limit() {
+    let mut lines = vec!["limits:", "  polite: 10/s", "defaults:", "  rate: polit"];
+    lines.extend(after_gen(&[
+        "  - name: square",
+        "    type: map",
+        "    with: { expr: '.' }",
+        "  - name: out",
+        "    type: drop",
+    ]));
+    assert_problems(
+        &lines,
+        &[
+            r#"bad.yaml:4:9: defaults.rate: "polit" is neither a rate like 5/s nor a limit under `limits:` (did you mean "polite"?)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_default_burst_beside_a_default_named_limit_belongs_under_limits() {
+    // A stage's own inline rate would take the default burst; the shared
+    // limit cannot.
+    let mut lines = vec![
+        "limits:",
+        "  polite: 10/s",
+        "defaults:",
+        "  rate: polite",
+        "  burst: 5",
+    ];
+    lines.extend(after_gen(&[
+        "  - name: square",
+        "    type: map",
+        "    rate: 2/s",
+        "    with: { expr: '.' }",
+        "  - name: out",
+        "    type: drop",
+    ]));
+    assert_problems(
+        &lines,
+        &[
+            r#"bad.yaml:5:3: defaults.burst: "polite" is a shared limit; set its burst under `limits:`"#,
+        ],
     );
 }
 

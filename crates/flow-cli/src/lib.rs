@@ -16,7 +16,8 @@ mod stages;
 #[derive(Parser)]
 #[command(name = "flow", version, about)]
 struct Cli {
-    /// More log output: -v for info, -vv for debug, -vvv for trace (RUST_LOG overrides).
+    /// More log output: -v for flow's debug lines (queue water marks,
+    /// retries), -vv for trace, -vvv for every library (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -90,16 +91,20 @@ fn run_cli() -> u8 {
 
 fn init_logs(verbose: u8) {
     use tracing_subscriber::EnvFilter;
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+    // -v shows flow's own debug lines (queue water marks, retries); the
+    // libraries it uses stay at warn until -vv.
+    let flow = "flow_core={0},flow_runner={0},flow_stages={0},flow_cli={0}";
+    let directives = match verbose {
+        0 => "warn".to_string(),
+        1 => format!("warn,{}", flow.replace("{0}", "debug")),
+        2 => format!("info,{}", flow.replace("{0}", "trace")),
+        _ => "trace".to_string(),
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -143,8 +148,8 @@ fn run(path: &std::path::Path, stats_json: Option<PathBuf>, quiet: bool) -> u8 {
     };
     let report = runtime.block_on(async {
         let control = flow_runner::RunControl::new();
-        let running = flow_runner::Running::start(plan, control.clone());
-        let signals = tokio::spawn(signals::interrupt_on_signal(control));
+        let signals = signals::listen(control.clone());
+        let running = flow_runner::Running::start(plan, control);
         let report = running.finish().await;
         signals.abort();
         report

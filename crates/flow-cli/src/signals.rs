@@ -3,10 +3,19 @@
 
 use flow_runner::RunControl;
 
-pub async fn interrupt_on_signal(control: RunControl) {
-    let Ok(mut signals) = Signals::new() else {
-        return;
-    };
+/// Registers for the signals now (before the run starts, so an early
+/// Ctrl-C is not lost to the default handler) and handles them in a task.
+pub fn listen(control: RunControl) -> tokio::task::JoinHandle<()> {
+    let signals = Signals::new();
+    tokio::spawn(async move {
+        match signals {
+            Ok(signals) => interrupt_on_signal(signals, control).await,
+            Err(e) => tracing::warn!("cannot listen for Ctrl-C: {e}"),
+        }
+    })
+}
+
+async fn interrupt_on_signal(mut signals: Signals, control: RunControl) {
     signals.next().await;
     tracing::warn!(
         "interrupted: stopping the sources and draining the queues (press Ctrl-C again to abort)"

@@ -56,6 +56,24 @@ pub fn as_f64(value: &Value) -> Option<f64> {
     }
 }
 
+/// Roughly how many bytes of memory a value's contents take: the length of
+/// its strings and binary data plus a few bytes per scalar and container.
+/// Bounds queues by size (`queue_bytes`), where binary items dominate.
+pub fn payload_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 1,
+        Value::Num(_) => 8,
+        Value::TStr(b) | Value::BStr(b) => b.len(),
+        Value::Arr(a) => 8 + a.iter().map(payload_size).sum::<usize>(),
+        Value::Obj(o) => {
+            8 + o
+                .iter()
+                .map(|(k, v)| payload_size(k) + payload_size(v))
+                .sum::<usize>()
+        }
+    }
+}
+
 /// Converts any serde value (an option from the pipeline file, a parsed
 /// record) into a [`Value`].
 pub fn from_serde<T: serde::Serialize>(x: &T) -> Result<Value, serde_json::Error> {
@@ -158,6 +176,13 @@ mod tests {
     fn text_of_a_string_has_no_quotes() {
         assert_eq!(to_text(&string("a b")), "a b");
         assert_eq!(to_text(&int(7)), "7");
+    }
+
+    #[test]
+    fn payload_size_counts_bytes_of_strings_and_binary() {
+        assert_eq!(payload_size(&bytes(vec![0; 1000])), 1000);
+        let v = object([("k", string("abc"))]);
+        assert_eq!(payload_size(&v), 8 + 1 + 3);
     }
 
     #[test]

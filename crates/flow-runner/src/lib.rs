@@ -10,8 +10,10 @@
 //! The runner knows no stage type: stages come from the registry in
 //! `flow-core`, filled by whatever crates the binary links.
 
+pub mod control;
 pub mod error;
 pub mod interpolate;
+pub mod panics;
 pub mod plan;
 pub mod queue;
 pub mod rate;
@@ -19,6 +21,7 @@ pub mod run;
 pub mod spec;
 pub mod stats;
 pub mod suggest;
+mod worker;
 pub mod yaml;
 
 pub use error::{Problem, Problems};

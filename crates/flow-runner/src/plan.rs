@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 
 use flow_core::{BuildContext, ConfigError, Stage, StageKind, StageType};
 
+mod control;
+
+use crate::control::FlowControl;
 use crate::error::{Problem, Problems};
 use crate::interpolate::interpolate;
+use crate::queue::QueueConfig;
 use crate::spec::{PipelineSpec, StageSpec};
 use crate::suggest::{did_you_mean, hint};
 use crate::yaml::{self, Pos, Positions};
@@ -31,8 +35,10 @@ pub struct PlannedStage {
     /// Indices of the stages this one reads from.
     pub inputs: Vec<usize>,
     pub workers: usize,
-    /// Input queue capacity, in items (unused by sources).
-    pub queue: usize,
+    /// The input queue: capacity, order, byte bound (unused by sources).
+    pub queue: QueueConfig,
+    /// Rate limit, retries, timeout, output order.
+    pub control: FlowControl,
     pub on_error: OnError,
     pub stage: Stage,
 }
@@ -221,7 +227,7 @@ impl Checker<'_> {
                 "stages: no stages; a pipeline needs a source and a sink",
             );
         }
-        self.check_unsupported(&spec);
+        let limits = self.resolve_limits(&spec);
         let index = self.check_names(stages);
         let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
         let types: Vec<Option<&'static StageType>> = stages
@@ -260,7 +266,8 @@ impl Checker<'_> {
             let source = kinds[i] == Some(StageKind::Source);
             let workers =
                 self.positive(i, s, "workers", s.workers, spec.defaults.workers, 1, source);
-            let queue = self.positive(i, s, "queue", s.queue, spec.defaults.queue, 64, source);
+            let capacity = self.positive(i, s, "queue", s.queue, spec.defaults.queue, 64, source);
+            let (control, queue) = self.resolve_control(i, s, &spec, source, capacity, &limits);
             let Some(stage_type) = types[i] else { continue };
             let ctx = BuildContext {
                 stage: s.name.clone(),
@@ -284,6 +291,7 @@ impl Checker<'_> {
                     inputs: inputs[i].clone(),
                     workers,
                     queue,
+                    control,
                     on_error: on_error[i],
                     stage,
                 }),
@@ -321,60 +329,6 @@ impl Checker<'_> {
             file: path.to_path_buf(),
             stages: planned,
         })
-    }
-
-    /// Keys of the contract that this runner does not implement yet: an
-    /// error, never a silently ignored setting.
-    fn check_unsupported(&mut self, spec: &PipelineSpec) {
-        let d = &spec.defaults;
-        let mut found: Vec<(String, Option<&str>)> = Vec::new();
-        if !spec.limits.is_empty() {
-            found.push(("limits".into(), None));
-        }
-        let defaults = [
-            ("queue_bytes", d.queue_bytes.is_some()),
-            ("order", d.order.is_some()),
-            ("ordered", d.ordered.is_some()),
-            ("rate", d.rate.is_some()),
-            ("burst", d.burst.is_some()),
-            ("retry", d.retry.is_some()),
-            ("timeout", d.timeout.is_some()),
-        ];
-        for (key, set) in defaults {
-            if set {
-                found.push((format!("defaults.{key}"), None));
-            }
-        }
-        for (i, s) in spec.stages.iter().enumerate() {
-            let keys = [
-                ("queue_bytes", s.queue_bytes.is_some()),
-                ("order", s.order.is_some()),
-                ("ordered", s.ordered.is_some()),
-                ("priority", s.priority.is_some()),
-                ("rate", s.rate.is_some()),
-                ("burst", s.burst.is_some()),
-                ("rate_key", s.rate_key.is_some()),
-                ("retry", s.retry.is_some()),
-                ("timeout", s.timeout.is_some()),
-            ];
-            for (key, set) in keys {
-                if set {
-                    found.push((format!("stages[{i}].{key}"), Some(s.name.as_str())));
-                }
-            }
-        }
-        for (path, stage) in found {
-            let key = match stage {
-                Some(_) => path.rsplit('.').next().unwrap_or(&path).to_string(),
-                None => path.clone(),
-            };
-            let pos = self.positions.key(&path);
-            self.report(
-                stage,
-                pos,
-                format!("{key}: not supported by this version of flow yet"),
-            );
-        }
     }
 
     fn check_names<'s>(&mut self, stages: &'s [StageSpec]) -> HashMap<&'s str, usize> {

@@ -16,16 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flow_core::value::{int, object, string, to_json};
-use flow_core::{
-    BATCH, Item, Lineage, Next, Output, Processor, Source, Stage, StageError, StageKind, Transform,
-    Worker,
-};
+use flow_core::{Item, Next, Output, Source, Stage, StageKind};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::control::FlowControl;
 use crate::plan::{OnError, Plan};
 use crate::queue::Queue;
-use crate::stats::{self, Latency, Report, StageCounters, StageInfo, Status};
+use crate::stats::{self, Report, StageCounters, StageInfo, Status};
+use crate::worker::{self, Factory, Failed, Reorder};
 
 /// Lets the caller stop a run from outside (Ctrl-C).
 #[derive(Clone, Default)]
@@ -84,23 +83,26 @@ pub struct Running {
 }
 
 /// A stage as the executor sees it.
-struct StageRun {
-    name: String,
+pub(crate) struct StageRun {
+    pub(crate) name: String,
     type_name: String,
     kind: StageKind,
     workers: usize,
     on_error: OnError,
-    input: Option<Arc<Queue>>,
+    pub(crate) control: FlowControl,
+    /// For `ordered: true`: holds outputs back until earlier ones went.
+    pub(crate) reorder: Option<Arc<Reorder>>,
+    pub(crate) input: Option<Arc<Queue>>,
     /// The input queues of the stages that read from this one.
     outputs: Vec<Arc<Queue>>,
     dead_letter: Option<Arc<Queue>>,
     /// Workers (or the source task) still running; the last one closes
     /// the stage's outputs.
     live: AtomicUsize,
-    counters: StageCounters,
+    pub(crate) counters: StageCounters,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     pipeline: String,
     stages: Vec<StageRun>,
     stop: Arc<StopSignal>,
@@ -123,6 +125,7 @@ impl Running {
     /// Wires the queues and spawns every task. Call from within a tokio
     /// runtime.
     pub fn start(plan: Plan, control: RunControl) -> Running {
+        crate::panics::install_hook();
         let n = plan.stages.len();
         // Producers of each queue: distinct stages feeding it, by input or
         // by dead-letter route.
@@ -144,8 +147,13 @@ impl Running {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                (s.kind != StageKind::Source)
-                    .then(|| Arc::new(Queue::new(&s.name, s.queue, feeders[i].len())))
+                (s.kind != StageKind::Source).then(|| {
+                    Arc::new(Queue::with_config(
+                        &s.name,
+                        s.queue.clone(),
+                        feeders[i].len(),
+                    ))
+                })
             })
             .collect();
         let consumers: Vec<Vec<usize>> = (0..n).map(|i| plan.consumers(i)).collect();
@@ -156,12 +164,18 @@ impl Running {
                 OnError::DeadLetter(k) => queues[k].clone(),
                 _ => None,
             };
+            // Tickets waiting for an earlier one: enough to keep every
+            // worker busy past one slow item, and no more.
+            let reorder = (s.control.ordered && s.kind != StageKind::Source)
+                .then(|| Reorder::new((2 * s.workers).max(s.queue.capacity)));
             stages.push(StageRun {
                 name: s.name,
                 type_name: s.type_name,
                 kind: s.kind,
                 workers: s.workers,
                 on_error: s.on_error,
+                control: s.control,
+                reorder,
                 input: queues[i].clone(),
                 outputs: consumers[i]
                     .iter()
@@ -194,8 +208,7 @@ impl Running {
                     task_stage.push((h.id(), i));
                 }
                 Stage::Workers(factory) => {
-                    let factory: Arc<dyn Fn(usize) -> Result<Worker, StageError> + Send + Sync> =
-                        Arc::from(factory);
+                    let factory: Arc<Factory> = Arc::from(factory);
                     for w in 0..shared.stages[i].workers {
                         let (shared, factory) = (shared.clone(), factory.clone());
                         let h =
@@ -269,6 +282,9 @@ impl Shared {
             if let Some(q) = &s.input {
                 q.halt();
             }
+            if let Some(r) = &s.reorder {
+                r.halt();
+            }
         }
     }
 
@@ -299,8 +315,13 @@ impl Shared {
                 next = source.next(&mut out) => next,
             };
             StageCounters::add_time(&st.counters.busy_ns, started.elapsed());
-            StageCounters::add(&st.counters.items_out, out.len() as u64);
-            self.send(st, out.items_mut()).await;
+            match &st.control.rate {
+                None => {
+                    StageCounters::add(&st.counters.items_out, out.len() as u64);
+                    self.send(st, out.items_mut()).await;
+                }
+                Some(_) => self.send_paced(st, out.items_mut()).await,
+            }
             match next {
                 Ok(Next::More) => {}
                 Ok(Next::Done) => break,
@@ -314,117 +335,49 @@ impl Shared {
         }
     }
 
-    async fn run_worker(
-        &self,
-        i: usize,
-        index: usize,
-        factory: &(dyn Fn(usize) -> Result<Worker, StageError> + Send + Sync),
-    ) {
+    /// A rate-limited source: each item waits for its token, then goes on.
+    /// Items still waiting when the run stops were never emitted: they are
+    /// discarded, not counted, and their hooks report failure.
+    async fn send_paced(&self, st: &StageRun, items: &mut Vec<Item>) {
+        let Some(limiter) = &st.control.rate else {
+            return;
+        };
+        let mut pending = std::mem::take(items).into_iter();
+        for item in pending.by_ref() {
+            let key = st.control.rate_key_of(&item.value);
+            let waited = tokio::select! {
+                biased;
+                _ = self.stop.wait() => {
+                    item.lineage.mark_failed();
+                    break;
+                }
+                waited = limiter.acquire(key.as_deref()) => waited,
+            };
+            StageCounters::add_time(&st.counters.rate_limit_ns, waited);
+            StageCounters::add(&st.counters.items_out, 1);
+            self.send(st, &mut vec![item]).await;
+        }
+        pending.for_each(|item| item.lineage.mark_failed());
+    }
+
+    async fn run_worker(&self, i: usize, index: usize, factory: &Factory) {
         let st = &self.stages[i];
         let _done = Finished(st);
-        let result = match factory(index) {
-            Ok(Worker::Transform(t)) => self.run_transform(st, t).await,
-            Ok(Worker::Processor(p)) => self.run_processor(st, p).await,
-            Err(e) => Err(format!(
-                "stage \"{}\": cannot start worker {index}: {e}",
-                st.name
-            )),
-        };
-        if let Err(message) = result {
+        if let Err(message) = worker::run(self, st, index, factory).await {
             self.fail(message);
         }
     }
 
-    async fn run_transform(&self, st: &StageRun, mut t: Box<dyn Transform>) -> Result<(), String> {
-        let queue = st.input.as_ref().expect("processors have an input queue");
-        let mut held = InFlight::new(BATCH);
-        let mut latency = Latency::new();
-        while queue.take(BATCH, &mut held.batch).await {
-            let n = held.batch.len();
-            let started = Instant::now();
-            // Taken one by one, not drained: should `apply` panic, the
-            // items after it are still in the batch, to be marked failed.
-            for k in 0..n {
-                let item = std::mem::take(&mut held.batch[k]);
-                let out = &mut held.out;
-                let mark = out.len();
-                out.set_lineage(item.lineage);
-                if let Err(e) = t.apply(&item.value, out) {
-                    out.truncate(mark);
-                    let lineage = out.take_lineage();
-                    held.failed.push((
-                        Item {
-                            value: item.value,
-                            lineage,
-                        },
-                        e,
-                    ));
-                }
-            }
-            held.batch.clear();
-            held.out.set_lineage(Lineage::NONE);
-            let busy = started.elapsed();
-            latency.record_batch(busy, n);
-            self.account(st, n, held.out.len(), held.failed.len(), busy);
-            self.fail_items(st, &mut held.failed).await?;
-            self.send(st, held.out.items_mut()).await;
-        }
-        st.counters.merge_latency(latency);
-        let finished = t.finish(&mut held.out);
-        self.send(st, held.out.items_mut()).await;
-        finished.map_err(|e| format!("stage \"{}\": {e}", st.name))
-    }
-
-    async fn run_processor(&self, st: &StageRun, mut p: Box<dyn Processor>) -> Result<(), String> {
-        let queue = st.input.as_ref().expect("processors have an input queue");
-        let mut held = InFlight::new(1);
-        let mut latency = Latency::new();
-        loop {
-            let more = match p.deadline() {
-                None => queue.take(1, &mut held.batch).await,
-                Some(deadline) => tokio::select! {
-                    more = queue.take(1, &mut held.batch) => more,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        let r = p.on_deadline(&mut held.out).await;
-                        self.send(st, held.out.items_mut()).await;
-                        r.map_err(|e| format!("stage \"{}\": {e}", st.name))?;
-                        continue;
-                    }
-                },
-            };
-            if !more {
-                break;
-            }
-            let item = held.batch.pop().expect("take gave one item");
-            let started = Instant::now();
-            held.out.set_lineage(item.lineage);
-            if let Err(e) = p.process(&item.value, &mut held.out).await {
-                held.out.truncate(0);
-                let lineage = held.out.take_lineage();
-                held.failed.push((
-                    Item {
-                        value: item.value,
-                        lineage,
-                    },
-                    e,
-                ));
-            }
-            held.out.set_lineage(Lineage::NONE);
-            let busy = started.elapsed();
-            latency.record_batch(busy, 1);
-            self.account(st, 1, held.out.len(), held.failed.len(), busy);
-            self.fail_items(st, &mut held.failed).await?;
-            self.send(st, held.out.items_mut()).await;
-        }
-        st.counters.merge_latency(latency);
-        let finished = p.finish(&mut held.out).await;
-        self.send(st, held.out.items_mut()).await;
-        finished.map_err(|e| format!("stage \"{}\": {e}", st.name))
-    }
-
     /// Counts a handled batch: `n` in, `emitted` out (for a sink: those
     /// consumed without error), `failed` of them failed.
-    fn account(&self, st: &StageRun, n: usize, emitted: usize, failed: usize, busy: Duration) {
+    pub(crate) fn account(
+        &self,
+        st: &StageRun,
+        n: usize,
+        emitted: usize,
+        failed: usize,
+        busy: Duration,
+    ) {
         let c = &st.counters;
         StageCounters::add(&c.items_in, n as u64);
         let out = if st.kind == StageKind::Sink {
@@ -437,10 +390,10 @@ impl Shared {
     }
 
     /// Applies `on_error` to items whose last attempt failed.
-    async fn fail_items(
+    pub(crate) async fn fail_items(
         &self,
         st: &StageRun,
-        failed: &mut Vec<(Item, StageError)>,
+        failed: &mut Vec<Failed>,
     ) -> Result<(), String> {
         if failed.is_empty() {
             return Ok(());
@@ -449,35 +402,43 @@ impl Shared {
         StageCounters::add(&c.errors, failed.len() as u64);
         let mut letters = Vec::new();
         let mut failed = failed.drain(..);
-        while let Some((item, e)) = failed.next() {
-            c.record_error(e.message(), || shorten(&to_json(&item.value)));
+        while let Some(Failed {
+            item,
+            error,
+            attempts,
+        }) = failed.next()
+        {
+            c.record_error(error.message(), || shorten(&to_json(&item.value)));
             item.lineage.mark_failed();
+            let tries = match attempts {
+                1 => String::new(),
+                n => format!(" (after {n} attempts)"),
+            };
             match st.on_error {
                 OnError::Fail => {
                     // The run stops: the other failed items go nowhere.
-                    failed.for_each(|(item, _)| item.lineage.mark_failed());
+                    failed.for_each(|f| f.item.lineage.mark_failed());
                     return Err(format!(
-                        "stage \"{}\": item failed (on_error: fail): {e}",
+                        "stage \"{}\": item failed{tries} (on_error: fail): {error}",
                         st.name
                     ));
                 }
                 OnError::Drop => {
                     StageCounters::add(&c.dropped, 1);
                     if let Some(held) = c.may_log() {
-                        let held = if held > 0 {
-                            format!(" ({held} more not shown)")
-                        } else {
-                            String::new()
+                        let held = match held {
+                            0 => String::new(),
+                            n => format!(" ({n} more not shown)"),
                         };
-                        tracing::warn!(stage = %st.name, "item dropped: {e}{held}");
+                        tracing::warn!(stage = %st.name, "item dropped{tries}: {error}{held}");
                     }
                 }
                 OnError::DeadLetter(_) => {
                     StageCounters::add(&c.dead_lettered, 1);
                     let error = object([
                         ("stage", string(st.name.clone())),
-                        ("message", string(e.message())),
-                        ("attempts", int(1)),
+                        ("message", string(error.message())),
+                        ("attempts", int(i64::from(attempts))),
                     ]);
                     let value = object([("item", item.value), ("error", error)]);
                     letters.push(Item {
@@ -495,7 +456,7 @@ impl Shared {
 
     /// Moves emitted items into every consumer's queue (a copy each but
     /// the last), counting the time spent waiting as backpressure.
-    async fn send(&self, st: &StageRun, items: &mut Vec<Item>) {
+    pub(crate) async fn send(&self, st: &StageRun, items: &mut Vec<Item>) {
         if items.is_empty() {
             return;
         }
@@ -567,44 +528,6 @@ impl Shared {
             bottleneck: stats::bottleneck(&stages),
             stages,
             errors,
-        }
-    }
-}
-
-/// What a worker holds between taking items and passing them on: the
-/// batch it took, the outputs it has not sent and the failed items it has
-/// not disposed of. On a normal end it holds nothing. When the worker never
-/// gets to them (the run stops on `on_error: fail`, a stage panics, the
-/// task is cancelled), dropping it marks them failed, so no source counts
-/// an item done that never reached a sink.
-struct InFlight {
-    batch: Vec<Item>,
-    out: Output,
-    failed: Vec<(Item, StageError)>,
-}
-
-impl InFlight {
-    fn new(batch: usize) -> Self {
-        InFlight {
-            batch: Vec::with_capacity(batch),
-            out: Output::new(),
-            failed: Vec::new(),
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        // The lineage of the input being handled when a stage panicked.
-        self.out.lineage().mark_failed();
-        let failed = self.failed.iter().map(|(item, _)| item);
-        for item in self
-            .batch
-            .iter()
-            .chain(self.out.items_mut().iter())
-            .chain(failed)
-        {
-            item.lineage.mark_failed();
         }
     }
 }

@@ -16,7 +16,7 @@ pub struct PipelineSpec {
     pub name: Option<String>,
     /// Named rate limits shared by the stages that name them.
     #[serde(default)]
-    pub limits: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, LimitSpec>,
     /// Settings applied to every stage that does not set them itself.
     #[serde(default)]
     pub defaults: Defaults,
@@ -64,6 +64,66 @@ pub struct StageSpec {
     pub on_error: Option<String>,
     /// The stage type's own options.
     pub with: Option<serde_yaml::Value>,
+}
+
+/// A named limit: `polite: 10/s`, or `polite: {rate: 10/s, burst: 5}`.
+#[derive(Debug)]
+pub enum LimitSpec {
+    Rate(String),
+    Full(LimitOptions),
+}
+
+// Not `#[serde(untagged)]`, which replaces every error inside the map (a
+// misspelt `burst`) with one message about the whole limit.
+impl<'de> Deserialize<'de> for LimitSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LimitVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for LimitVisitor {
+            type Value = LimitSpec;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a rate like 10/s, or a map like {rate: 10/s, burst: 5}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, rate: &str) -> Result<LimitSpec, E> {
+                Ok(LimitSpec::Rate(rate.to_string()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LimitSpec, A::Error> {
+                let options = serde::de::value::MapAccessDeserializer::new(map);
+                LimitOptions::deserialize(options).map(LimitSpec::Full)
+            }
+        }
+
+        deserializer.deserialize_any(LimitVisitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOptions {
+    pub rate: String,
+    pub burst: Option<u32>,
+}
+
+impl LimitSpec {
+    pub fn rate(&self) -> &str {
+        match self {
+            LimitSpec::Rate(r) => r,
+            LimitSpec::Full(o) => &o.rate,
+        }
+    }
+
+    pub fn burst(&self) -> Option<u32> {
+        match self {
+            LimitSpec::Rate(_) => None,
+            LimitSpec::Full(o) => o.burst,
+        }
+    }
 }
 
 /// The order a stage's input queue hands items out in.

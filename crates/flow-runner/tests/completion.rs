@@ -190,8 +190,13 @@ stages:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_panic_only_items_that_reached_the_sink_report_done() {
-    for worker in ["transform", "processor"] {
-        let id = format!("completion-panic-{worker}");
+    for (worker, on_error) in [
+        ("transform", "drop"),
+        ("processor", "drop"),
+        ("transform", "fail"),
+        ("processor", "fail"),
+    ] {
+        let id = format!("completion-panic-{worker}-{on_error}");
         let yaml = r#"
 stages:
   - name: src
@@ -203,26 +208,42 @@ stages:
   - name: boom
     type: t_fail
     workers: 2
+    on_error: ON_ERROR
     with: { panic_at: 1550, worker: WORKER }
   - name: out
     type: t_sink
     with: { id: $ID }
 "#
-        .replace("WORKER", worker);
+        .replace("WORKER", worker)
+        .replace("ON_ERROR", on_error);
         let report = run_pipeline(&id, &yaml).await;
-        assert_eq!(report.status, Status::Failed, "{report:?}");
+        let expected = if on_error == "fail" {
+            Status::Failed
+        } else {
+            Status::Ok
+        };
+        assert_eq!(report.status, expected, "{report:?}");
         assert_eq!(early(&id), Vec::<String>::new());
         let outcomes = fired_once(&id);
         assert_eq!(outcomes.len() as u64, stage(&report, "src").items_out);
         let got = copies_at(&id, "out");
         for ((_, i), outcome) in outcomes {
+            if i == 1550 {
+                assert_eq!(
+                    outcome,
+                    Outcome::Failed,
+                    "{worker}/{on_error}: the panicked item"
+                );
+            }
             if outcome == Outcome::Done {
                 for c in 0..2 {
                     assert!(
                         got.binary_search(&(i, c)).is_ok(),
-                        "{worker}: item {i} reports done, but copy {c} did not reach the sink"
+                        "{worker}/{on_error}: item {i} reports done, but copy {c} did not reach the sink"
                     );
                 }
+            } else if on_error == "drop" {
+                assert_eq!(i, 1550, "{worker}: only the panicked item fails");
             }
         }
     }

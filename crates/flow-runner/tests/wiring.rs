@@ -438,8 +438,49 @@ stages:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_worker_fails_the_run_instead_of_hanging() {
-    let id = "wiring-panic-processor";
+async fn a_panicking_stage_fails_only_that_item_and_the_run_goes_on() {
+    for worker in ["transform", "processor"] {
+        let id = format!("wiring-panic-{worker}");
+        let yaml = r#"
+stages:
+  - name: src
+    type: t_source
+    with: { id: $ID, count: 2000 }
+  - name: boom
+    type: t_fail
+    workers: 2
+    with: { panic_at: 1000, worker: WORKER }
+  - name: out
+    type: t_sink
+    with: { id: $ID }
+"#
+        .replace("WORKER", worker);
+        let report = run_pipeline(&id, &yaml).await;
+        assert_eq!(report.status, Status::Ok, "{report:?}");
+        assert_eq!(report.exit_code(), 3);
+        let boom = stage(&report, "boom");
+        assert_eq!(
+            (boom.items_in, boom.items_out, boom.errors, boom.dropped),
+            (2000, 1999, 1, 1)
+        );
+        assert!(
+            report.errors[0]
+                .message
+                .starts_with("panicked: t_pass boom: panic on item 1000"),
+            "{:?}",
+            report.errors
+        );
+        let mut expected = range("src", 2000);
+        expected.retain(|t| t.1 != 1000);
+        let mut got = tags(&id, "out");
+        got.sort();
+        assert_eq!(got, expected, "{worker}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_under_on_error_fail_stops_the_run() {
+    let id = "wiring-panic-fail";
     // An endless source and a second, healthy worker: only the panic can
     // end this run.
     let report = run_pipeline(
@@ -452,6 +493,7 @@ stages:
   - name: boom
     type: t_fail
     workers: 2
+    on_error: fail
     with: { panic_at: 1000, worker: processor }
   - name: out
     type: t_sink
@@ -469,16 +511,17 @@ stages:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_sink_fails_the_run_instead_of_hanging() {
+async fn a_panicking_sink_fails_only_that_item() {
     let id = "wiring-panic-sink";
-    // The sink's only worker dies while the source waits on its full queue.
+    // The sink's only worker panics while the source waits on its full
+    // queue; a fresh worker takes over.
     let report = run_pipeline(
         id,
         r#"
 stages:
   - name: src
     type: t_source
-    with: { id: $ID }
+    with: { id: $ID, count: 50 }
   - name: out
     type: t_sink
     queue: 1
@@ -486,13 +529,9 @@ stages:
 "#,
     )
     .await;
-    assert_eq!(report.status, Status::Failed, "{report:?}");
-    assert_eq!(report.exit_code(), 1);
-    let failure = report.failure.as_deref().unwrap_or_default();
-    assert!(
-        failure.contains("stage \"out\"") && failure.contains("panicked"),
-        "{failure}"
-    );
+    assert_eq!(report.status, Status::Ok, "{report:?}");
+    let out = stage(&report, "out");
+    assert_eq!((out.items_in, out.items_out, out.dropped), (50, 49, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

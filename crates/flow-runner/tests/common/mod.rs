@@ -8,7 +8,9 @@
 //!   of them (absent: endless), optionally each with a completion hook;
 //! * `t_pass` (and its alias `t_fail`, for readability) passes items on,
 //!   optionally as `copies` tagged `"c"`, filtering, failing or panicking
-//!   on chosen items;
+//!   on chosen items; for the flow-control layers it can also fail the
+//!   first attempts at an item (retryably), sleep or block on chosen items,
+//!   and record every attempt with its time on tokio's clock;
 //! * `t_sink` records every value it consumes and what it had seen when
 //!   `finish` ran.
 //!
@@ -17,12 +19,13 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
-use flow_core::value::{as_f64, as_str, get, int, object, string, to_json};
+use flow_core::value::{as_f64, as_str, bytes, get, int, object, string, to_json};
 use flow_core::{
     BATCH, BuildContext, ConfigError, Lineage, Next, Outcome, Output, Processor, Source, Stage,
     StageError, StageKind, StageOptions, StageType, Transform, Value, async_trait,
@@ -61,6 +64,52 @@ static HOOKS: LazyLock<Mutex<HashMap<String, Outcomes>>> = LazyLock::new(Default
 static EARLY: LazyLock<Mutex<HashMap<String, Vec<String>>>> = LazyLock::new(Default::default);
 /// Per test id: the control a source uses to interrupt its own run.
 static CONTROLS: LazyLock<Mutex<HashMap<String, RunControl>>> = LazyLock::new(Default::default);
+/// Attempts of `t_pass` stages that name a test `id`, by `"<id>/<stage>"`.
+static ATTEMPTS: LazyLock<Mutex<HashMap<String, Vec<Attempt>>>> = LazyLock::new(Default::default);
+/// Sleeping attempts whose future was dropped before the sleep ended, by
+/// `"<id>/<stage>"`.
+static CANCELLED: LazyLock<Mutex<HashMap<String, Vec<Cancelled>>>> =
+    LazyLock::new(Default::default);
+/// Per test id: whether the gate that `t_pass`'s `block` items wait at is
+/// open, and how many attempts entered and left it.
+static GATES: LazyLock<Mutex<HashMap<String, Gate>>> = LazyLock::new(Default::default);
+static GATE_OPENED: Condvar = Condvar::new();
+/// Numbers every `t_pass` instance, so a test can see a worker replaced.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+/// A sleeping attempt cancelled: `(i, attempt)`.
+pub type Cancelled = (i64, u32);
+
+/// One attempt of a `t_pass` stage at an item.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// The item's index and copy tag (`c`, 0 when untagged).
+    pub i: i64,
+    pub c: i64,
+    /// 1 for the first attempt at this item, 2 for its first retry...
+    pub n: u32,
+    /// When it started, on tokio's clock (paused in most tests).
+    pub at: tokio::time::Instant,
+    /// The worker index and the instance (a fresh one after a panic or an
+    /// abandoned attempt).
+    pub worker: usize,
+    pub instance: u64,
+}
+
+/// The gate of one test.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gate {
+    pub open: bool,
+    /// Attempts that reached the gate, and that got past it.
+    pub entered: usize,
+    pub left: usize,
+    /// Attempts that gave up waiting (the gate was never opened).
+    pub gave_up: usize,
+}
+
+/// How long a blocked attempt waits for its gate before giving up, so a
+/// runner that waited for abandoned work still ends (and the test fails).
+const GATE_GUARD: Duration = Duration::from_secs(10);
 
 /// A test that fails may poison a recorder; the others still read it.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -152,6 +201,61 @@ pub fn early(id: &str) -> Vec<String> {
     lock(&EARLY).get(id).cloned().unwrap_or_default()
 }
 
+/// Every attempt of `t_pass` stage `stage` of test `id`, in the order they
+/// started.
+pub fn attempts(id: &str, stage: &str) -> Vec<Attempt> {
+    lock(&ATTEMPTS)
+        .get(&key(id, stage))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Start times of the attempts at item `i` (copy 0) of `stage`, in ms
+/// after `t0`.
+pub fn attempt_times(id: &str, stage: &str, i: i64, t0: tokio::time::Instant) -> Vec<u128> {
+    attempts(id, stage)
+        .iter()
+        .filter(|a| a.i == i && a.c == 0)
+        .map(|a| (a.at - t0).as_millis())
+        .collect()
+}
+
+/// Start times of every attempt of `stage`, in ms after `t0`, in order.
+pub fn all_attempt_times(id: &str, stage: &str, t0: tokio::time::Instant) -> Vec<u128> {
+    attempts(id, stage)
+        .iter()
+        .map(|a| (a.at - t0).as_millis())
+        .collect()
+}
+
+/// `(i, attempt)` of every sleeping attempt of `stage` whose future was
+/// dropped (cancelled) before its sleep ended.
+pub fn cancelled(id: &str, stage: &str) -> Vec<Cancelled> {
+    lock(&CANCELLED)
+        .get(&key(id, stage))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The gate of test `id`, as it is now.
+pub fn gate(id: &str) -> Gate {
+    lock(&GATES).get(id).copied().unwrap_or_default()
+}
+
+/// Opens the gate of test `id`: blocked attempts go on.
+pub fn release(id: &str) {
+    lock(&GATES).entry(id.to_string()).or_default().open = true;
+    GATE_OPENED.notify_all();
+}
+
+/// Interrupts the run of test `id`, as Ctrl-C would.
+pub fn interrupt(id: &str) {
+    lock(&CONTROLS)
+        .get(id)
+        .expect("run_pipeline registered the control")
+        .interrupt();
+}
+
 // ---- t_source -------------------------------------------------------------
 
 /// Emits `{"src": <stage name>, "i": <index>}`.
@@ -174,6 +278,8 @@ pub struct SourceOptions {
     /// drops the pending call with the items it emitted.
     #[serde(default)]
     then_hang: bool,
+    /// Give every item a `"data"` field of this many binary bytes.
+    payload: Option<usize>,
 }
 
 fn batch() -> usize {
@@ -195,7 +301,11 @@ impl Source for TestSource {
         while self.next < stop {
             let i = self.next;
             self.next += 1;
-            let value = object([("src", string(&self.name)), ("i", int(i))]);
+            let mut fields = vec![("src", string(&self.name)), ("i", int(i))];
+            if let Some(n) = o.payload {
+                fields.push(("data", bytes(vec![b'x'; n])));
+            }
+            let value = object(fields);
             if o.hook {
                 out.emit_with(value, hook(&o.id, &self.name, i));
             } else {
@@ -273,12 +383,16 @@ pub enum Kind {
     Processor,
 }
 
-/// Passes each item on, or copies, filters, fails or panics on it.
+/// Passes each item on, or copies, filters, fails or panics on it; for the
+/// flow-control tests it also fails first attempts, sleeps or blocks.
 #[derive(Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PassOptions {
     #[serde(default)]
     worker: Kind,
+    /// The test's id: with it, every attempt is recorded (see
+    /// [`attempts`]) and `block` items wait at the test's gate.
+    id: Option<String>,
     /// Emit this many copies of each item, tagged `"c": 0..copies`.
     copies: Option<i64>,
     /// Filter out items whose `i + c` is a multiple of this (`c` = 0 on
@@ -296,21 +410,110 @@ pub struct PassOptions {
     /// Emit `{"src": "finish:<stage>", "i": <worker>}` from `finish`.
     #[serde(default)]
     emit_on_finish: bool,
+    /// Item index → how many of the first attempts at it (at each copy of
+    /// it) fail, with a retryable error `item <i> attempt <n> fails`.
+    #[serde(default)]
+    fail_first: BTreeMap<i64, u32>,
+    /// The `fail_first` errors ask for this wait, in ms (`retry_after`).
+    retry_after_ms: Option<u64>,
+    /// Item index → ms each attempt at it sleeps before handling it: on
+    /// tokio's clock in a processor (a cancelled sleep is recorded, see
+    /// [`cancelled`]), with `std::thread::sleep` in a transform.
+    #[serde(default)]
+    sleep_ms: BTreeMap<i64, u64>,
+    /// Every item sleeps this long (ms) unless `sleep_ms` names it.
+    sleep_all_ms: Option<u64>,
+    /// Item index → how many of the first attempts at it sleep (absent:
+    /// every attempt).
+    #[serde(default)]
+    sleep_first: BTreeMap<i64, u32>,
+    /// Items whose attempts block their thread at the test's gate until
+    /// the test calls [`release`] (or `GATE_GUARD` passes).
+    #[serde(default)]
+    block: Vec<i64>,
 }
 
 struct Pass {
-    options: PassOptions,
+    options: Arc<PassOptions>,
     name: String,
     worker: usize,
+    instance: u64,
+    /// Attempts so far at each `(i, c)`, shared by the stage's workers and
+    /// their replacements.
+    tries: Arc<Mutex<HashMap<(i64, i64), u32>>>,
 }
 
 impl Pass {
-    fn handle(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
+    /// Counts and records an attempt at `input`; returns its index, copy
+    /// tag and attempt number.
+    fn begin(&self, input: &Value) -> (i64, i64, u32) {
+        let (i, c) = (field(input, "i"), field(input, "c"));
+        let n = {
+            let mut tries = lock(&self.tries);
+            let n = tries.entry((i, c)).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if let Some(id) = &self.options.id {
+            let attempt = Attempt {
+                i,
+                c,
+                n,
+                at: tokio::time::Instant::now(),
+                worker: self.worker,
+                instance: self.instance,
+            };
+            lock(&ATTEMPTS)
+                .entry(key(id, &self.name))
+                .or_default()
+                .push(attempt);
+        }
+        (i, c, n)
+    }
+
+    /// How long attempt `n` at item `i` sleeps.
+    fn sleep_of(&self, i: i64, n: u32) -> Option<Duration> {
+        let o = &self.options;
+        let ms = o.sleep_ms.get(&i).copied().or(o.sleep_all_ms)?;
+        let sleeps = o.sleep_first.get(&i).is_none_or(|&first| n <= first);
+        sleeps.then(|| Duration::from_millis(ms))
+    }
+
+    /// Blocks the thread at the test's gate when `i` is a `block` item.
+    fn block_if_chosen(&self, i: i64) {
+        if !self.options.block.contains(&i) {
+            return;
+        }
+        let id = self
+            .options
+            .id
+            .as_deref()
+            .expect("`block` needs the test id");
+        let mut gates = lock(&GATES);
+        gates.entry(id.to_string()).or_default().entered += 1;
+        let (mut gates, waited) = GATE_OPENED
+            .wait_timeout_while(gates, GATE_GUARD, |g| !g.get(id).is_some_and(|g| g.open))
+            .unwrap_or_else(|e| e.into_inner());
+        let gate = gates.get_mut(id).expect("entered above");
+        gate.left += 1;
+        if waited.timed_out() {
+            gate.gave_up += 1;
+        }
+    }
+
+    fn handle(&mut self, input: &Value, out: &mut Output, n: u32) -> Result<(), StageError> {
         let o = &self.options;
         let src = get(input, "src").cloned().unwrap_or(Value::Null);
         let i = field(input, "i");
         if o.panic_at == Some(i) {
             panic!("t_pass {}: panic on item {i}", self.name);
+        }
+        if o.fail_first.get(&i).is_some_and(|&first| n <= first) {
+            let error = StageError::retryable(format!("item {i} attempt {n} fails"));
+            return Err(match o.retry_after_ms {
+                Some(ms) => error.with_retry_after(Duration::from_millis(ms)),
+                None => error,
+            });
         }
         if o.fail_mod.is_some_and(|m| i % m == o.fail_rem) {
             let message = format!("item {i} fails");
@@ -351,7 +554,12 @@ fn field(v: &Value, name: &str) -> i64 {
 
 impl Transform for Pass {
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
-        self.handle(input, out)
+        let (i, _, n) = self.begin(input);
+        if let Some(d) = self.sleep_of(i, n) {
+            std::thread::sleep(d);
+        }
+        self.block_if_chosen(i);
+        self.handle(input, out, n)
     }
 
     fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
@@ -360,12 +568,43 @@ impl Transform for Pass {
     }
 }
 
+/// Records a sleeping attempt whose future is dropped before it wakes.
+struct Sleeping<'a> {
+    pass: &'a Pass,
+    i: i64,
+    n: u32,
+    woke: bool,
+}
+
+impl Drop for Sleeping<'_> {
+    fn drop(&mut self) {
+        if let (false, Some(id)) = (self.woke, &self.pass.options.id) {
+            lock(&CANCELLED)
+                .entry(key(id, &self.pass.name))
+                .or_default()
+                .push((self.i, self.n));
+        }
+    }
+}
+
 #[async_trait]
 impl Processor for Pass {
     async fn process(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
+        let (i, _, n) = self.begin(input);
+        if let Some(d) = self.sleep_of(i, n) {
+            let mut sleeping = Sleeping {
+                pass: self,
+                i,
+                n,
+                woke: false,
+            };
+            tokio::time::sleep(d).await;
+            sleeping.woke = true;
+        }
+        self.block_if_chosen(i);
         // Let other workers run between items, so they interleave.
         tokio::task::yield_now().await;
-        self.handle(input, out)
+        self.handle(input, out, n)
     }
 
     async fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
@@ -378,10 +617,14 @@ impl StageOptions for PassOptions {
     fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError> {
         let name = ctx.stage.clone();
         let kind = self.worker;
+        let options = Arc::new(self);
+        let tries = Arc::new(Mutex::new(HashMap::new()));
         let make = move |worker| Pass {
-            options: self.clone(),
+            options: options.clone(),
             name: name.clone(),
             worker,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            tries: tries.clone(),
         };
         Ok(match kind {
             Kind::Transform => Stage::Workers(Box::new(move |w| {

@@ -1,0 +1,488 @@
+//! One worker of a processor or sink stage, and the runner's layers around
+//! each stage call: rate limit, retries with backoff, timeout, caught
+//! panics, `on_error` and ordered output. Written once here, so no stage
+//! reimplements any of them.
+//!
+//! Two paths:
+//! * the fast path, for a [`Transform`] with no per-item layer: take a batch,
+//!   call the stage on each item in a tight loop (no `.await`), pass the
+//!   outputs on;
+//! * the per-item path, for a [`Processor`] or any stage with a rate limit,
+//!   retries or a timeout: take one item, and for each attempt take a token,
+//!   call the stage under the timeout, and on a retryable error wait out the
+//!   backoff and try again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use flow_core::{BATCH, Item, Lineage, Output, Processor, StageError, Transform, Value, Worker};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::panics::{CatchUnwind, catch};
+use crate::run::{Shared, StageRun};
+use crate::stats::{Latency, StageCounters};
+
+/// Makes the worker of index `i` of a stage.
+pub(crate) type Factory = dyn Fn(usize) -> Result<Worker, StageError> + Send + Sync;
+
+/// A failed item whose last attempt failed, waiting for `on_error`.
+pub(crate) struct Failed {
+    pub item: Item,
+    pub error: StageError,
+    pub attempts: u32,
+}
+
+/// Runs worker `index` of stage `st` until its input is finished.
+pub(crate) async fn run(
+    shared: &Shared,
+    st: &StageRun,
+    index: usize,
+    factory: &Factory,
+) -> Result<(), String> {
+    let slot = make(st, index, factory)?;
+    let mut worker = WorkerLoop {
+        shared,
+        st,
+        index,
+        factory,
+        slot,
+        held: InFlight::new(),
+        latency: Latency::new(),
+    };
+    let result = worker.run().await;
+    st.counters
+        .merge_latency(std::mem::take(&mut worker.latency));
+    result
+}
+
+/// The stage's own worker, as the factory made it.
+enum Slot {
+    Transform(Box<dyn Transform>),
+    Processor(Box<dyn Processor>),
+    /// Lent to a blocking thread (a timed transform).
+    Lent,
+}
+
+fn make(st: &StageRun, index: usize, factory: &Factory) -> Result<Slot, String> {
+    match factory(index) {
+        Ok(Worker::Transform(t)) => Ok(Slot::Transform(t)),
+        Ok(Worker::Processor(p)) => Ok(Slot::Processor(p)),
+        Err(e) => Err(format!(
+            "stage \"{}\": cannot start worker {index}: {e}",
+            st.name
+        )),
+    }
+}
+
+struct WorkerLoop<'a> {
+    shared: &'a Shared,
+    st: &'a StageRun,
+    index: usize,
+    factory: &'a Factory,
+    slot: Slot,
+    held: InFlight,
+    latency: Latency,
+}
+
+impl WorkerLoop<'_> {
+    async fn run(&mut self) -> Result<(), String> {
+        let st = self.st;
+        let queue = st.input.as_ref().expect("processors have an input queue");
+        let fast = matches!(self.slot, Slot::Transform(_)) && !st.control.per_item();
+        let max = queue.take_limit(if fast { BATCH } else { 1 });
+        loop {
+            if let Some(reorder) = &st.reorder {
+                reorder.wait_for_room().await;
+            }
+            let ticket = match self.deadline() {
+                None => queue.take(max, &mut self.held.batch).await,
+                Some(at) => tokio::select! {
+                    ticket = queue.take(max, &mut self.held.batch) => ticket,
+                    _ = tokio::time::sleep_until(at) => {
+                        self.on_deadline().await?;
+                        continue;
+                    }
+                },
+            };
+            let Some(ticket) = ticket else { break };
+            let n = self.held.batch.len();
+            let busy = if fast {
+                self.apply_batch()?
+            } else {
+                let mut busy = Duration::ZERO;
+                for k in 0..n {
+                    let item = std::mem::take(&mut self.held.batch[k]);
+                    busy += self.handle_one(item).await?;
+                }
+                self.held.batch.clear();
+                busy
+            };
+            let (emitted, failed) = (self.held.out.len(), self.held.failed.len());
+            self.shared.account(st, n, emitted, failed, busy);
+            self.shared.fail_items(st, &mut self.held.failed).await?;
+            self.emit(Some(ticket)).await;
+        }
+        let finished = match &mut self.slot {
+            Slot::Transform(t) => catch(|| t.finish(&mut self.held.out)),
+            Slot::Processor(p) => CatchUnwind(p.finish(&mut self.held.out)).await,
+            Slot::Lent => Ok(Ok(())),
+        };
+        self.emit(None).await;
+        match finished {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("stage \"{}\": {e}", st.name)),
+            Err(panic) => Err(format!("stage \"{}\": finish {panic}", st.name)),
+        }
+    }
+
+    /// The fast path: the whole batch through a transform, no `.await`.
+    /// Returns the time it took.
+    ///
+    /// Panics are caught once per batch, not per item (a catch costs more
+    /// than a cheap item): each item stays in the batch until it is
+    /// handled, so the one that panicked is still there to be failed, and
+    /// the loop resumes after it with a fresh worker.
+    fn apply_batch(&mut self) -> Result<Duration, String> {
+        let started = Instant::now();
+        let n = self.held.batch.len();
+        let mut k = 0;
+        // Where item k's outputs begin, to discard them if it panics.
+        let mut mark = 0;
+        while k < n {
+            let Slot::Transform(t) = &mut self.slot else {
+                unreachable!("the fast path runs transforms")
+            };
+            let held = &mut self.held;
+            let ran = catch(|| {
+                while k < n {
+                    let item = &held.batch[k];
+                    mark = held.out.len();
+                    held.out.set_lineage(item.lineage.clone());
+                    if let Err(error) = t.apply(&item.value, &mut held.out) {
+                        held.out.truncate(mark);
+                        let item = std::mem::take(&mut held.batch[k]);
+                        held.failed.push(Failed {
+                            item,
+                            error,
+                            attempts: 1,
+                        });
+                    }
+                    k += 1;
+                }
+            });
+            if let Err(panic) = ran {
+                // Item k panicked. Its worker's state is suspect: a fresh one.
+                self.held.out.truncate(mark);
+                let item = std::mem::take(&mut self.held.batch[k]);
+                self.held.failed.push(Failed {
+                    item,
+                    error: StageError::permanent(panic),
+                    attempts: 1,
+                });
+                k += 1;
+                self.slot = make(self.st, self.index, self.factory)?;
+            }
+        }
+        // Handled items leave the batch only now: their outputs hold their
+        // lineage, so dropping them here completes nothing early.
+        self.held.batch.clear();
+        self.held.out.set_lineage(Lineage::NONE);
+        let took = started.elapsed();
+        self.latency.record_batch(took, n);
+        Ok(took)
+    }
+
+    /// The per-item path: every attempt takes a rate-limit token, runs
+    /// under the timeout, and a retryable failure is tried again after the
+    /// backoff. Returns the time spent in attempts (busy time).
+    async fn handle_one(&mut self, item: Item) -> Result<Duration, String> {
+        let (st, c) = (self.st, &self.st.counters);
+        let control = &st.control;
+        let started = Instant::now();
+        let mut busy = Duration::ZERO;
+        let mut limited = Duration::ZERO;
+        self.held.out.set_lineage(item.lineage);
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            if let Some(limiter) = &control.rate {
+                let key = control.rate_key_of(&item.value);
+                let waited = limiter.acquire(key.as_deref()).await;
+                limited += waited;
+                StageCounters::add_time(&c.rate_limit_ns, waited);
+            }
+            let attempt_started = Instant::now();
+            let result = self.attempt(&item.value).await?;
+            busy += attempt_started.elapsed();
+            match result {
+                Ok(()) => break Ok(()),
+                Err(error) => {
+                    self.held.out.truncate(0);
+                    if !error.is_retryable() || attempts >= control.retry.attempts {
+                        break Err(error);
+                    }
+                    StageCounters::add(&c.retries, 1);
+                    let wait = control.retry.delay(attempts, error.retry_after());
+                    tracing::debug!(
+                        stage = %st.name,
+                        "attempt {attempts} of {} failed: {error}; retrying in {}",
+                        control.retry.attempts,
+                        humantime::format_duration(wait)
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        if let Err(error) = result {
+            let lineage = self.held.out.take_lineage();
+            self.held.failed.push(Failed {
+                item: Item {
+                    value: item.value,
+                    lineage,
+                },
+                error,
+                attempts,
+            });
+        }
+        self.held.out.set_lineage(Lineage::NONE);
+        // An item's latency: from its first attempt to its last, without
+        // the rate-limit waits, which the stats report on their own.
+        self.latency
+            .record_batch(started.elapsed().saturating_sub(limited), 1);
+        Ok(busy)
+    }
+
+    /// One attempt at an item, under the stage's timeout, with panics
+    /// caught. The outer error is fatal (a replacement worker would not
+    /// start); the inner one is the attempt's.
+    async fn attempt(&mut self, value: &Value) -> Result<Result<(), StageError>, String> {
+        let timeout = self.st.control.timeout;
+        let outcome = match (&mut self.slot, timeout) {
+            (Slot::Transform(t), None) => catch(|| t.apply(value, &mut self.held.out)),
+            (Slot::Transform(_), Some(limit)) => return self.attempt_on_thread(value, limit).await,
+            (Slot::Processor(p), None) => CatchUnwind(p.process(value, &mut self.held.out)).await,
+            (Slot::Processor(p), Some(limit)) => {
+                let call = CatchUnwind(p.process(value, &mut self.held.out));
+                match tokio::time::timeout(limit, call).await {
+                    Ok(outcome) => outcome,
+                    // The call's future is dropped: its async work is cancelled.
+                    Err(_) => return Ok(Err(timed_out(limit))),
+                }
+            }
+            (Slot::Lent, _) => unreachable!("a lent worker is replaced before the next attempt"),
+        };
+        match outcome {
+            Ok(result) => Ok(result),
+            Err(panic) => {
+                self.slot = make(self.st, self.index, self.factory)?;
+                Ok(Err(StageError::permanent(panic)))
+            }
+        }
+    }
+
+    /// A synchronous transform under a timeout runs on a blocking thread,
+    /// so that when time is up the worker can abandon it (with a fresh
+    /// instance) without blocking the other workers.
+    async fn attempt_on_thread(
+        &mut self,
+        value: &Value,
+        limit: Duration,
+    ) -> Result<Result<(), StageError>, String> {
+        let Slot::Transform(mut t) = std::mem::replace(&mut self.slot, Slot::Lent) else {
+            unreachable!("called for transforms")
+        };
+        let value = value.clone();
+        let lineage = self.held.out.lineage().clone();
+        let call = tokio::task::spawn_blocking(move || {
+            let mut out = Output::new();
+            out.set_lineage(lineage);
+            let result = catch(|| t.apply(&value, &mut out));
+            (t, out, result)
+        });
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok((t, mut out, Ok(result)))) => {
+                self.slot = Slot::Transform(t);
+                self.held.out.items_mut().append(out.items_mut());
+                Ok(result)
+            }
+            Ok(Ok((_, _, Err(panic)))) => {
+                self.slot = make(self.st, self.index, self.factory)?;
+                Ok(Err(StageError::permanent(panic)))
+            }
+            Ok(Err(join)) => {
+                self.slot = make(self.st, self.index, self.factory)?;
+                Ok(Err(StageError::permanent(format!(
+                    "worker thread failed: {join}"
+                ))))
+            }
+            Err(_) => {
+                // The thread finishes on its own; its result is dropped.
+                self.slot = make(self.st, self.index, self.factory)?;
+                Ok(Err(timed_out(limit)))
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match &self.slot {
+            Slot::Processor(p) => p.deadline(),
+            _ => None,
+        }
+    }
+
+    async fn on_deadline(&mut self) -> Result<(), String> {
+        let Slot::Processor(p) = &mut self.slot else {
+            return Ok(());
+        };
+        let result = CatchUnwind(p.on_deadline(&mut self.held.out)).await;
+        self.emit(None).await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("stage \"{}\": {e}", self.st.name)),
+            Err(panic) => Err(format!("stage \"{}\": on_deadline {panic}", self.st.name)),
+        }
+    }
+
+    /// Passes the outputs on: in input order for an `ordered` stage (by the
+    /// take's ticket), straight away otherwise.
+    async fn emit(&mut self, ticket: Option<u64>) {
+        let items = self.held.out.items_mut();
+        match (&self.st.reorder, ticket) {
+            (Some(reorder), Some(ticket)) => {
+                reorder.complete(self.shared, self.st, ticket, items).await
+            }
+            _ => self.shared.send(self.st, items).await,
+        }
+    }
+}
+
+fn timed_out(limit: Duration) -> StageError {
+    StageError::retryable(format!(
+        "timed out after {}",
+        humantime::format_duration(limit)
+    ))
+}
+
+/// What a worker holds between taking items and passing them on: the
+/// batch it took, the outputs it has not sent and the failed items it has
+/// not disposed of. On a normal end it holds nothing. When the worker never
+/// gets to them (the run stops on `on_error: fail`, the task is cancelled),
+/// dropping it marks them failed, so no source counts an item done that
+/// never reached a sink.
+struct InFlight {
+    batch: Vec<Item>,
+    out: Output,
+    failed: Vec<Failed>,
+}
+
+impl InFlight {
+    fn new() -> Self {
+        InFlight {
+            batch: Vec::with_capacity(BATCH),
+            out: Output::new(),
+            failed: Vec::new(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // The lineage of the input being handled when the worker stopped.
+        self.out.lineage().mark_failed();
+        let failed = self.failed.iter().map(|f| &f.item);
+        for item in self
+            .batch
+            .iter()
+            .chain(self.out.items_mut().iter())
+            .chain(failed)
+        {
+            item.lineage.mark_failed();
+        }
+    }
+}
+
+/// Keeps an `ordered: true` stage's outputs in input order: each take has a
+/// ticket (takes are numbered in queue order); outputs wait here until every
+/// earlier ticket's have gone. Workers stop taking while `limit` tickets
+/// wait, so one slow item cannot make the buffer grow without bound.
+pub(crate) struct Reorder {
+    state: tokio::sync::Mutex<ReorderState>,
+    waiting: AtomicUsize,
+    room: Notify,
+    limit: usize,
+    /// The run is stopping on an error: an earlier ticket may never
+    /// complete, so no worker waits for room any more.
+    halted: AtomicBool,
+}
+
+struct ReorderState {
+    next: u64,
+    done: BTreeMap<u64, Vec<Item>>,
+}
+
+impl Drop for ReorderState {
+    fn drop(&mut self) {
+        // Outputs still held never left the stage (an earlier ticket's
+        // worker stopped on an error): no source may count them done.
+        for item in self.done.values().flatten() {
+            item.lineage.mark_failed();
+        }
+    }
+}
+
+impl Reorder {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Reorder {
+            state: tokio::sync::Mutex::new(ReorderState {
+                next: 0,
+                done: BTreeMap::new(),
+            }),
+            waiting: AtomicUsize::new(0),
+            room: Notify::new(),
+            limit: limit.max(1),
+            halted: AtomicBool::new(false),
+        })
+    }
+
+    async fn wait_for_room(&self) {
+        loop {
+            let notified = self.room.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.halted.load(Ordering::Acquire)
+                || self.waiting.load(Ordering::Acquire) < self.limit
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The run is stopping on an error (the input queue is halted too):
+    /// releases the workers waiting for room, which then find no input.
+    pub(crate) fn halt(&self) {
+        self.halted.store(true, Ordering::Release);
+        self.room.notify_waiters();
+    }
+
+    /// Files ticket `ticket`'s outputs and sends every ticket now due, in
+    /// order. Sending under the lock keeps two workers' sends in order.
+    async fn complete(&self, shared: &Shared, st: &StageRun, ticket: u64, items: &mut Vec<Item>) {
+        let mut s = self.state.lock().await;
+        s.done.insert(ticket, std::mem::take(items));
+        self.waiting.store(s.done.len(), Ordering::Release);
+        loop {
+            let next = s.next;
+            let Some(mut due) = s.done.remove(&next) else {
+                break;
+            };
+            s.next += 1;
+            self.waiting.store(s.done.len(), Ordering::Release);
+            shared.send(st, &mut due).await;
+        }
+        self.room.notify_waiters();
+    }
+}
