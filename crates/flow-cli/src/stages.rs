@@ -81,7 +81,10 @@ pub fn describe(t: &flow_core::StageType) -> String {
 /// are kept, and each line is at most `width` wide after `indent`.
 fn wrap(text: &str, indent: &str, width: usize) -> String {
     let mut out = String::new();
-    for paragraph in text.split("\n\n") {
+    for (i, paragraph) in text.split("\n\n").enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
         let mut line = String::new();
         for word in paragraph.split_whitespace() {
             if !line.is_empty() && indent.len() + line.len() + 1 + word.len() > width {

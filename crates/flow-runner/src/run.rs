@@ -389,6 +389,14 @@ impl Shared {
         StageCounters::add_time(&c.busy_ns, busy);
     }
 
+    /// Counts items emitted with no input (from `on_deadline` or
+    /// `finish`) as items out: `account` never sees them.
+    pub(crate) fn account_unprompted(&self, st: &StageRun, emitted: usize) {
+        if st.kind != StageKind::Sink {
+            StageCounters::add(&st.counters.items_out, emitted as u64);
+        }
+    }
+
     /// Applies `on_error` to items whose last attempt failed.
     pub(crate) async fn fail_items(
         &self,

@@ -130,6 +130,7 @@ impl WorkerLoop<'_> {
             Slot::Processor(p) => CatchUnwind(p.finish(&mut self.held.out)).await,
             Slot::Lent => Ok(Ok(())),
         };
+        self.count_unprompted();
         self.emit(None).await;
         match finished {
             Ok(Ok(())) => Ok(()),
@@ -338,12 +339,19 @@ impl WorkerLoop<'_> {
             return Ok(());
         };
         let result = CatchUnwind(p.on_deadline(&mut self.held.out)).await;
+        self.count_unprompted();
         self.emit(None).await;
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("stage \"{}\": {e}", self.st.name)),
             Err(panic) => Err(format!("stage \"{}\": on_deadline {panic}", self.st.name)),
         }
+    }
+
+    /// Counts what `on_deadline` or `finish` emitted (a batcher's
+    /// timed-out or last batch), which came with no input.
+    fn count_unprompted(&self) {
+        self.shared.account_unprompted(self.st, self.held.out.len());
     }
 
     /// Passes the outputs on: in input order for an `ordered` stage (by the

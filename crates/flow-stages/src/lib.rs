@@ -5,19 +5,28 @@
 //! A binary must link this crate (`use flow_stages as _;`) for the types to
 //! register.
 
+pub mod batch;
+pub mod dedupe;
 pub mod drop;
+pub mod exec;
+pub mod files;
 pub mod filter;
 pub mod generate;
+pub mod http;
+pub mod image;
 pub mod list;
+pub mod log;
 pub mod map;
 pub mod read;
 pub mod sleep;
 pub mod stdout;
+pub mod unbatch;
 pub mod write;
 
 mod format;
 
 /// The names of the stage types this crate registers.
-pub const TYPES: [&str; 9] = [
-    "drop", "filter", "generate", "list", "map", "read", "sleep", "stdout", "write",
+pub const TYPES: [&str; 17] = [
+    "batch", "dedupe", "drop", "exec", "files", "filter", "generate", "http", "image", "list",
+    "log", "map", "read", "sleep", "stdout", "unbatch", "write",
 ];

@@ -1,25 +1,28 @@
-//! `stdout`: prints items to standard output, one line each.
+//! `stdout`: prints items to standard output.
 
 use flow_core::{BuildContext, ConfigError, Stage, StageKind, StageOptions, StageType};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::format::{Destination, WriteFormat, line_sink};
+use crate::format::{Destination, WriteFormat, file_sink};
 
-/// Prints items to standard output, one line each. Progress and the stats
-/// go to standard error, so the output can be piped.
+/// Prints items to standard output. Progress and the stats go to standard
+/// error, so the output can be piped.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutOptions {
-    /// `jsonl` (one JSON document per line, the default) or `lines`
-    /// (strings as they are, anything else as JSON).
+    /// `jsonl` (one JSON document per line, the default), `lines` (strings
+    /// as they are, anything else as JSON), `json` (one JSON array of every
+    /// item) or `csv` (a header row from the first item's keys, then a row
+    /// per object), as for `write`.
     #[serde(default)]
     pub format: WriteFormat,
 }
 
 impl StageOptions for StdoutOptions {
-    fn build(self, _ctx: &BuildContext) -> Result<Stage, ConfigError> {
-        Ok(line_sink(Destination::new("-".into(), false), self.format))
+    fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError> {
+        let dest = Destination::new("-".into(), false, self.format, ctx.workers);
+        Ok(file_sink(dest))
     }
 }
 
@@ -27,7 +30,7 @@ flow_core::inventory::submit! {
     StageType::new::<StdoutOptions>(
         "stdout",
         StageKind::Sink,
-        "Prints items to standard output, one line each.",
+        "Prints items to standard output: JSON lines, lines, a JSON array or CSV.",
         "- name: print\n  type: stdout\n  with: { format: lines }\n",
     )
 }
