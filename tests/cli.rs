@@ -434,3 +434,59 @@ fn every_pipeline_in_the_readme_validates() {
         );
     }
 }
+
+#[test]
+fn a_slow_stream_reaches_stdout_as_it_arrives() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "stages:\n  - {name: in, type: read, with: {path: '-', format: jsonl}}\n  - {name: out, type: stdout}\n",
+    );
+    let mut child = flow()
+        .arg("run")
+        .arg(&file)
+        .arg("--quiet")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    // Each line must come out while the input is still open: nothing
+    // waits for a buffer to fill or for the end of input.
+    for n in 1..=3 {
+        writeln!(stdin, "{{\"n\": {n}}}").unwrap();
+        stdin.flush().unwrap();
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the item reached stdout while the stream was open");
+        assert_eq!(line, format!("{{\"n\":{n}}}"));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn pipelines_shown_in_the_readme_are_exact_copies_of_their_files() {
+    let root = flow_tests::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut shown = 0;
+    for part in readme.split("<!-- file: ").skip(1) {
+        let (file, rest) = part
+            .split_once(" -->\n```yaml\n")
+            .expect("a yaml block follows the marker");
+        let block = rest.split("```\n").next().unwrap();
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        assert_eq!(block, text, "README's copy of {file} differs from the file");
+        shown += 1;
+    }
+    assert!(shown >= 2, "found {shown} marked copies");
+}

@@ -63,10 +63,16 @@ pub fn render(report: &Report) -> String {
             col.set_cell_alignment(CellAlignment::Right);
         }
     }
+    let failed: u64 = report
+        .stages
+        .iter()
+        .map(|s| s.dropped + s.dead_lettered)
+        .sum();
     let status = match report.status {
-        flow_runner::Status::Ok => "ok",
-        flow_runner::Status::Failed => "FAILED",
-        flow_runner::Status::Interrupted => "interrupted",
+        flow_runner::Status::Ok if failed > 0 => format!("finished, {failed} items failed"),
+        flow_runner::Status::Ok => "ok".into(),
+        flow_runner::Status::Failed => "FAILED".into(),
+        flow_runner::Status::Interrupted => "interrupted".into(),
     };
     let mut out = format!(
         "{table}\npipeline {}: {status} in {:.2}s, {:.0} items/s\n",

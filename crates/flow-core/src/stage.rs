@@ -83,6 +83,13 @@ pub trait Transform: Send + 'static {
     /// Handles one input value, emitting zero or more outputs.
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError>;
 
+    /// Called when the worker's input queue has run empty after a batch:
+    /// a good moment to flush buffered output, so a slow stream shows up
+    /// at once without a write per item. An error stops the run.
+    fn flush(&mut self, _out: &mut Output) -> Result<(), StageError> {
+        Ok(())
+    }
+
     /// Called once when the input is finished: emit or write what is held.
     fn finish(&mut self, _out: &mut Output) -> Result<(), StageError> {
         Ok(())

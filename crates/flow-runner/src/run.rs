@@ -533,7 +533,7 @@ impl Shared {
             } else {
                 0.0
             },
-            bottleneck: stats::bottleneck(&stages),
+            bottleneck: stats::bottleneck(&stages, secs),
             stages,
             errors,
         }

@@ -319,11 +319,27 @@ pub(crate) fn error_reports(stage: &str, c: &StageCounters) -> Vec<ErrorReport> 
 /// The stage that held the run back, and why, reasoned from how busy each
 /// stage's workers were, how often its input queue was full and how long
 /// it waited on its rate limit or on the stages after it.
-pub fn bottleneck(stages: &[StageReport]) -> Option<Bottleneck> {
+pub fn bottleneck(stages: &[StageReport], elapsed_s: f64) -> Option<Bottleneck> {
     let worked: Vec<&StageReport> = stages
         .iter()
         .filter(|s| s.items_in + s.items_out > 0)
         .collect();
+    // Share of a stage's worker time spent waiting for rate-limit tokens.
+    let limited = |s: &StageReport| s.wait_s.rate_limit / (s.workers as f64 * elapsed_s.max(1e-9));
+    if let Some(s) = worked
+        .iter()
+        .filter(|s| limited(s) >= 0.3)
+        .max_by(|a, b| limited(a).total_cmp(&limited(b)))
+    {
+        let full = s.queue.map_or(0.0, |q| q.full_pct);
+        return Some(Bottleneck {
+            stage: s.name.clone(),
+            reason: format!(
+                "waited on its rate limit {:.0}% of the time, input queue full {full:.0}% of the time; raise its rate",
+                (limited(s) * 100.0).min(100.0)
+            ),
+        });
+    }
     let busiest = worked
         .iter()
         .filter(|s| s.kind != "source")
@@ -332,15 +348,6 @@ pub fn bottleneck(stages: &[StageReport]) -> Option<Bottleneck> {
             score(a).total_cmp(&score(b))
         })?;
     let full = busiest.queue.map_or(0.0, |q| q.full_pct);
-    let limited = busiest.wait_s.rate_limit;
-    if limited > 0.0 && busiest.busy_pct < 50.0 {
-        return Some(Bottleneck {
-            stage: busiest.name.clone(),
-            reason: format!(
-                "waited {limited:.1}s on its rate limit, input queue full {full:.0}% of the time; raise its rate"
-            ),
-        });
-    }
     if busiest.busy_pct >= 50.0 || full >= 50.0 {
         let workers = match busiest.workers {
             1 => "1 worker".to_string(),

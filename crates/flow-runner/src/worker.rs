@@ -124,6 +124,9 @@ impl WorkerLoop<'_> {
             self.shared.account(st, n, emitted, failed, busy);
             self.shared.fail_items(st, &mut self.held.failed).await?;
             self.emit(Some(ticket)).await;
+            if queue.depth() == 0 {
+                self.flush().await?;
+            }
         }
         let finished = match &mut self.slot {
             Slot::Transform(t) => catch(|| t.finish(&mut self.held.out)),
@@ -324,6 +327,20 @@ impl WorkerLoop<'_> {
                 self.slot = make(self.st, self.index, self.factory)?;
                 Ok(Err(timed_out(limit)))
             }
+        }
+    }
+
+    /// The input ran dry: let a transform flush what it buffers.
+    async fn flush(&mut self) -> Result<(), String> {
+        let Slot::Transform(t) = &mut self.slot else {
+            return Ok(());
+        };
+        let flushed = catch(|| t.flush(&mut self.held.out));
+        self.emit(None).await;
+        match flushed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("stage \"{}\": {e}", self.st.name)),
+            Err(panic) => Err(format!("stage \"{}\": flush {panic}", self.st.name)),
         }
     }
 

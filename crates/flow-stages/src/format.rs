@@ -123,6 +123,11 @@ impl Transform for FileSink {
         lock(&self.doc).write(input)
     }
 
+    fn flush(&mut self, _out: &mut Output) -> Result<(), StageError> {
+        lock(&self.doc).flush()?;
+        Ok(())
+    }
+
     fn finish(&mut self, _out: &mut Output) -> Result<(), StageError> {
         lock(&self.doc).finish_worker()?;
         Ok(())
