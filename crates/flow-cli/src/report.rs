@@ -71,6 +71,7 @@ pub fn render(report: &Report) -> String {
     let status = match report.status {
         flow_runner::Status::Ok if failed > 0 => format!("finished, {failed} items failed"),
         flow_runner::Status::Ok => "ok".into(),
+        flow_runner::Status::Running => "running".into(),
         flow_runner::Status::Failed => "FAILED".into(),
         flow_runner::Status::Interrupted => "interrupted".into(),
     };

@@ -26,5 +26,5 @@ pub mod yaml;
 
 pub use error::{Problem, Problems};
 pub use plan::{Plan, load, load_str};
-pub use run::{RunControl, Running, run};
+pub use run::{Monitor, RunControl, Running, run};
 pub use stats::{Report, Status};

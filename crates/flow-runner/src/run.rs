@@ -100,9 +100,14 @@ pub(crate) struct StageRun {
     /// the stage's outputs.
     live: AtomicUsize,
     pub(crate) counters: StageCounters,
+    /// For reports: the names of its inputs and its `on_error`.
+    inputs: Vec<String>,
+    on_error_name: String,
 }
 
 pub(crate) struct Shared {
+    /// Set once every task has ended: reports are final from then on.
+    finished: AtomicBool,
     pipeline: String,
     stages: Vec<StageRun>,
     stop: Arc<StopSignal>,
@@ -110,15 +115,21 @@ pub(crate) struct Shared {
     started: Instant,
 }
 
-/// A live view of one stage, for progress displays.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub name: String,
-    pub items_in: u64,
-    pub items_out: u64,
-    pub errors: u64,
-    pub queue_depth: Option<usize>,
-    pub queue_capacity: Option<usize>,
+/// Reports on a run while it goes: the same [`Report`] as at the end,
+/// with status `running` until every task has ended.
+#[derive(Clone)]
+pub struct Monitor(Arc<Shared>);
+
+impl Monitor {
+    /// The report as of now.
+    pub fn report(&self) -> Report {
+        self.0.report()
+    }
+
+    /// Whether every task of the run has ended.
+    pub fn is_finished(&self) -> bool {
+        self.0.finished.load(Ordering::SeqCst)
+    }
 }
 
 impl Running {
@@ -157,6 +168,7 @@ impl Running {
             })
             .collect();
         let consumers: Vec<Vec<usize>> = (0..n).map(|i| plan.consumers(i)).collect();
+        let names: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
         let mut factories = Vec::new();
         let mut stages = Vec::new();
         for (i, s) in plan.stages.into_iter().enumerate() {
@@ -168,7 +180,14 @@ impl Running {
             // worker busy past one slow item, and no more.
             let reorder = (s.control.ordered && s.kind != StageKind::Source)
                 .then(|| Reorder::new((2 * s.workers).max(s.queue.capacity)));
+            let on_error_name = match s.on_error {
+                OnError::Drop => "drop".to_string(),
+                OnError::Fail => "fail".to_string(),
+                OnError::DeadLetter(k) => names[k].clone(),
+            };
             stages.push(StageRun {
+                inputs: s.inputs.iter().map(|&k| names[k].clone()).collect(),
+                on_error_name,
                 name: s.name,
                 type_name: s.type_name,
                 kind: s.kind,
@@ -187,11 +206,12 @@ impl Running {
                 } else {
                     s.workers
                 }),
-                counters: StageCounters::default(),
+                counters: StageCounters::new(),
             });
             factories.push(s.stage);
         }
         let shared = Arc::new(Shared {
+            finished: AtomicBool::new(false),
             pipeline: plan.name,
             stages,
             stop: control.inner.clone(),
@@ -225,20 +245,10 @@ impl Running {
         }
     }
 
-    /// The counters and queue depths of every stage, now.
-    pub fn snapshot(&self) -> Vec<Snapshot> {
-        self.shared
-            .stages
-            .iter()
-            .map(|s| Snapshot {
-                name: s.name.clone(),
-                items_in: s.counters.items_in.load(Ordering::Relaxed),
-                items_out: s.counters.items_out.load(Ordering::Relaxed),
-                errors: s.counters.errors.load(Ordering::Relaxed),
-                queue_depth: s.input.as_ref().map(|q| q.depth()),
-                queue_capacity: s.input.as_ref().map(|q| q.capacity()),
-            })
-            .collect()
+    /// A handle that reports on the run while it goes (progress,
+    /// dashboard, metrics); it outlives [`Running::finish`].
+    pub fn monitor(&self) -> Monitor {
+        Monitor(self.shared.clone())
     }
 
     /// Waits for every task and reports the run.
@@ -264,6 +274,7 @@ impl Running {
                     .fail(format!("stage \"{stage}\": worker panicked: {why}"));
             }
         }
+        self.shared.finished.store(true, Ordering::SeqCst);
         self.shared.report()
     }
 }
@@ -315,6 +326,9 @@ impl Shared {
                 next = source.next(&mut out) => next,
             };
             StageCounters::add_time(&st.counters.busy_ns, started.elapsed());
+            if let Some(total) = source.total() {
+                st.counters.total.store(total, Ordering::Relaxed);
+            }
             match &st.control.rate {
                 None => {
                     StageCounters::add(&st.counters.items_out, out.len() as u64);
@@ -487,7 +501,9 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let finished = self.finished.load(Ordering::SeqCst);
         let status = match (&failure, self.stop.interrupted.load(Ordering::SeqCst)) {
+            _ if !finished => Status::Running,
             (Some(_), _) => Status::Failed,
             (None, true) => Status::Interrupted,
             (None, false) => Status::Ok,
@@ -502,6 +518,9 @@ impl Shared {
                     kind: s.kind,
                     workers: s.workers,
                     queue: s.input.as_ref().map(|q| q.stats()),
+                    inputs: s.inputs.clone(),
+                    on_error: s.on_error_name.clone(),
+                    done: s.live.load(Ordering::SeqCst) == 0,
                 };
                 stats::stage_report(info, &s.counters, elapsed)
             })

@@ -22,6 +22,8 @@ pub struct StageCounters {
     pub busy_ns: AtomicU64,
     pub backpressure_ns: AtomicU64,
     pub rate_limit_ns: AtomicU64,
+    /// A source's known total (`u64::MAX`: not known).
+    pub total: AtomicU64,
     latency: Mutex<Option<Histogram<u64>>>,
     errors_seen: Mutex<ErrorTally>,
     log_limit: Mutex<LogLimit>,
@@ -33,6 +35,10 @@ pub struct Latency(Histogram<u64>);
 impl Latency {
     pub fn new() -> Self {
         Latency(Histogram::new(3).expect("3 significant figures is valid"))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Records `n` items that took `total` together.
@@ -52,6 +58,13 @@ impl Default for Latency {
 }
 
 impl StageCounters {
+    pub fn new() -> Self {
+        StageCounters {
+            total: AtomicU64::new(u64::MAX),
+            ..StageCounters::default()
+        }
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Relaxed);
@@ -144,6 +157,8 @@ impl ErrorTally {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// A live report of a run still going (progress, dashboard, metrics).
+    Running,
     Ok,
     Failed,
     Interrupted,
@@ -185,6 +200,14 @@ pub struct StageReport {
     /// The input queue; `null` for a source, which has none.
     pub queue: Option<QueueReport>,
     pub wait_s: WaitReport,
+    /// The stages this one reads from.
+    pub inputs: Vec<String>,
+    /// Where its failed items go: `drop`, `fail` or a stage's name.
+    pub on_error: String,
+    /// For a source that knows it: how many items it will emit in all.
+    pub total: Option<u64>,
+    /// Whether the stage has finished (every worker ended).
+    pub done: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -227,6 +250,7 @@ impl Report {
     /// The process exit code DESIGN.md gives this outcome.
     pub fn exit_code(&self) -> i32 {
         match self.status {
+            Status::Running => 0,
             Status::Failed => 1,
             Status::Interrupted => 130,
             Status::Ok if self.stages.iter().any(|s| s.dropped + s.dead_lettered > 0) => 3,
@@ -242,6 +266,9 @@ pub struct StageInfo<'a> {
     pub kind: flow_core::StageKind,
     pub workers: usize,
     pub queue: Option<crate::queue::QueueStats>,
+    pub inputs: Vec<String>,
+    pub on_error: String,
+    pub done: bool,
 }
 
 pub(crate) fn stage_report(
@@ -290,6 +317,13 @@ pub(crate) fn stage_report(
             rate_limit: round3(ns(&c.rate_limit_ns)),
             backpressure: round3(ns(&c.backpressure_ns)),
         },
+        inputs: info.inputs,
+        on_error: info.on_error,
+        total: match c.total.load(Relaxed) {
+            u64::MAX => None,
+            n => Some(n),
+        },
+        done: info.done,
     }
 }
 

@@ -51,6 +51,7 @@ pub(crate) async fn run(
         slot,
         held: InFlight::new(),
         latency: Latency::new(),
+        latency_shared: Instant::now(),
     };
     let result = worker.run().await;
     st.counters
@@ -85,6 +86,8 @@ struct WorkerLoop<'a> {
     slot: Slot,
     held: InFlight,
     latency: Latency,
+    /// When `latency` was last handed to the stage.
+    latency_shared: Instant,
 }
 
 impl WorkerLoop<'_> {
@@ -127,6 +130,7 @@ impl WorkerLoop<'_> {
             if queue.depth() == 0 {
                 self.flush().await?;
             }
+            self.share_latency();
         }
         let finished = match &mut self.slot {
             Slot::Transform(t) => catch(|| t.finish(&mut self.held.out)),
@@ -327,6 +331,17 @@ impl WorkerLoop<'_> {
                 self.slot = make(self.st, self.index, self.factory)?;
                 Ok(Err(timed_out(limit)))
             }
+        }
+    }
+
+    /// Hands the latencies recorded so far to the stage about once a
+    /// second, so live reports show them while the run goes.
+    fn share_latency(&mut self) {
+        if self.latency_shared.elapsed() >= Duration::from_secs(1) && !self.latency.is_empty() {
+            self.st
+                .counters
+                .merge_latency(std::mem::take(&mut self.latency));
+            self.latency_shared = Instant::now();
         }
     }
 

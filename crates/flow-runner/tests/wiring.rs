@@ -565,3 +565,39 @@ stages:
     assert_eq!(hooks.len(), 501);
     assert!(hooks.values().all(|o| o == &[Outcome::Done]), "{hooks:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_reports_the_run_live_and_then_its_end() {
+    let yaml = r#"
+stages:
+  - name: src
+    type: t_source
+    with: { id: wiring-monitor }
+  - name: out
+    type: t_sink
+    with: { id: wiring-monitor }
+"#;
+    let plan = flow_runner::load_str(yaml, std::path::Path::new("test.yaml"), |_| None).unwrap();
+    let control = flow_runner::RunControl::new();
+    let running = flow_runner::Running::start(plan, control.clone());
+    let monitor = running.monitor();
+    // Poll until the sink has taken items: the source is endless, so the
+    // run is certainly still going.
+    let live = loop {
+        let report = monitor.report();
+        if stage(&report, "out").items_in > 0 {
+            break report;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(live.status, Status::Running);
+    assert!(!monitor.is_finished());
+    assert_eq!(stage(&live, "out").inputs, ["src"]);
+    assert!(!stage(&live, "src").done);
+    control.interrupt();
+    let end = running.finish().await;
+    assert_eq!(end.status, Status::Interrupted);
+    assert!(monitor.is_finished());
+    assert_eq!(monitor.report().status, Status::Interrupted);
+    assert!(stage(&end, "out").done && stage(&end, "src").done);
+}
