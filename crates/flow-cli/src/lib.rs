@@ -1,4 +1,4 @@
-//! The `flow` command line: `run`, `validate`, `stages`.
+//! The `flow` command line: `run`, `validate`, `stages`, `graph`, `schema`.
 //!
 //! A custom binary with extra stage types is this crate's [`main`] plus a
 //! `use my_plugin as _;` that links the plugin's registrations.
@@ -8,7 +8,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use flow_stages as _;
 
+mod graph;
+mod logs;
+mod progress;
 mod report;
+mod schema;
+mod serve;
 mod signals;
 mod stages;
 
@@ -20,6 +25,9 @@ struct Cli {
     /// retries), -vv for trace, -vvv for every library (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Log lines as `text` for people or `json` for machines.
+    #[arg(long, value_enum, default_value_t = logs::LogFormat::Text, global = true)]
+    log_format: logs::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,15 +41,34 @@ enum Command {
         /// Also write the stats as JSON to this file.
         #[arg(long, value_name = "FILE")]
         stats_json: Option<PathBuf>,
-        /// Print no stats table (errors are still printed).
+        /// No progress and no stats table (errors are still printed).
         #[arg(short, long)]
         quiet: bool,
+        /// How often to print a progress line when stderr is not a terminal.
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+        progress_interval: std::time::Duration,
+        /// Serve Prometheus metrics at http://ADDR/metrics while the run lasts.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Serve a live status page at http://ADDR/ while the run lasts (the
+        /// same address as --metrics may be given).
+        #[arg(long, value_name = "ADDR")]
+        dashboard: Option<std::net::SocketAddr>,
     },
     /// Check a pipeline file without running it.
     Validate {
         /// The pipeline file.
         pipeline: PathBuf,
     },
+    /// Print the pipeline's graph: Mermaid, or Graphviz dot.
+    Graph {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[arg(long, value_enum, default_value_t = graph::GraphFormat::Mermaid)]
+        format: graph::GraphFormat,
+    },
+    /// Print a JSON Schema of pipeline files, every stage type's options included.
+    Schema,
     /// List the stage types, or describe one.
     Stages {
         /// A stage type: show its options and an example.
@@ -77,36 +104,30 @@ fn run_cli() -> u8 {
             };
         }
     };
-    init_logs(cli.verbose);
+    logs::init(cli.verbose, cli.log_format);
     match cli.command {
         Command::Run {
             pipeline,
             stats_json,
             quiet,
-        } => run(&pipeline, stats_json, quiet),
+            progress_interval,
+            metrics,
+            dashboard,
+        } => run(
+            &pipeline,
+            RunOptions {
+                stats_json,
+                quiet,
+                progress_interval,
+                metrics,
+                dashboard,
+            },
+        ),
         Command::Validate { pipeline } => validate(&pipeline),
+        Command::Graph { pipeline, format } => graph::show(&pipeline, format),
+        Command::Schema => schema::show(),
         Command::Stages { type_name } => stages::show(type_name.as_deref()),
     }
-}
-
-fn init_logs(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    // -v shows flow's own debug lines (queue water marks, retries); the
-    // libraries it uses stay at warn until -vv.
-    let flow = "flow_core={0},flow_runner={0},flow_stages={0},flow_cli={0}";
-    let directives = match verbose {
-        0 => "warn".to_string(),
-        1 => format!("warn,{}", flow.replace("{0}", "debug")),
-        2 => format!("info,{}", flow.replace("{0}", "trace")),
-        _ => "trace".to_string(),
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
 }
 
 fn validate(path: &std::path::Path) -> u8 {
@@ -128,7 +149,16 @@ fn validate(path: &std::path::Path) -> u8 {
     }
 }
 
-fn run(path: &std::path::Path, stats_json: Option<PathBuf>, quiet: bool) -> u8 {
+/// What `flow run` was asked for beyond the pipeline.
+struct RunOptions {
+    stats_json: Option<PathBuf>,
+    quiet: bool,
+    progress_interval: std::time::Duration,
+    metrics: Option<std::net::SocketAddr>,
+    dashboard: Option<std::net::SocketAddr>,
+}
+
+fn run(path: &std::path::Path, options: RunOptions) -> u8 {
     let plan = match flow_runner::load(path) {
         Ok(plan) => plan,
         Err(problems) => {
@@ -146,18 +176,40 @@ fn run(path: &std::path::Path, stats_json: Option<PathBuf>, quiet: bool) -> u8 {
             return exit::FAILED;
         }
     };
-    let report = runtime.block_on(async {
+    let quiet = options.quiet;
+    let result = runtime.block_on(async {
         let control = flow_runner::RunControl::new();
         let signals = signals::listen(control.clone());
-        let running = flow_runner::Running::start(plan, control);
+        let running = flow_runner::Running::start(plan, control.clone());
+        let monitor = running.monitor();
+        let server = match serve::start(monitor.clone(), options.metrics, options.dashboard).await {
+            Ok(server) => server,
+            Err(e) => {
+                // Nothing has been served: stop the run before it does work.
+                control.interrupt();
+                let _ = running.finish().await;
+                return Err(e);
+            }
+        };
+        let progress = progress::Progress::start(monitor, options.progress_interval, quiet);
         let report = running.finish().await;
+        progress.finish();
+        server.stop().await;
         signals.abort();
-        report
+        Ok(report)
     });
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("flow: {e}");
+            runtime.shutdown_background();
+            return exit::BAD_INPUT;
+        }
+    };
     if !quiet {
         eprint!("{}", report::render(&report));
     }
-    if let Some(file) = stats_json {
+    if let Some(file) = options.stats_json {
         let json = serde_json::to_string_pretty(&report).expect("reports serialise");
         if let Err(e) = std::fs::write(&file, json + "\n") {
             eprintln!("flow: cannot write {}: {e}", file.display());
