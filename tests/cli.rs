@@ -490,3 +490,89 @@ fn pipelines_shown_in_the_readme_are_exact_copies_of_their_files() {
     }
     assert!(shown >= 2, "found {shown} marked copies");
 }
+
+mod bottleneck {
+    use flow_tests::{flow, run, stats, write_pipeline};
+
+    /// `slow` takes 20 ms an item, `steady` 5 ms; `slow`'s workers vary.
+    fn bottleneck_with_slow_workers(workers: u32) -> serde_json::Value {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "stages:
+  - {{name: jobs, type: generate, with: {{count: 120}}}}
+  - {{name: slow, type: sleep, workers: {workers}, with: {{duration: 20ms}}}}
+  - {{name: steady, type: sleep, with: {{duration: 5ms}}}}
+  - {{name: out, type: drop}}
+"
+        );
+        let file = write_pipeline(dir.path(), "p.yaml", &yaml);
+        let stats_file = dir.path().join("stats.json");
+        let out = run(flow()
+            .arg("run")
+            .arg(&file)
+            .arg("--stats-json")
+            .arg(&stats_file))
+        .expect_code(0);
+        let stats = stats(&stats_file);
+        let line = format!(
+            "bottleneck: {}: {}",
+            stats["bottleneck"]["stage"].as_str().unwrap(),
+            stats["bottleneck"]["reason"].as_str().unwrap()
+        );
+        assert!(out.stderr.contains(&line), "{}", out.stderr);
+        stats
+    }
+
+    #[test]
+    fn the_report_names_the_slow_stage_then_the_next_one_once_it_has_workers() {
+        // One worker at 20 ms an item: `slow` holds everything back.
+        let stats = bottleneck_with_slow_workers(1);
+        assert_eq!(stats["bottleneck"]["stage"], "slow", "{stats}");
+        let reason = stats["bottleneck"]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("1 worker busy") && reason.ends_with("raise workers"),
+            "{reason}"
+        );
+        // Eight workers handle 400 items/s: now `steady` (200/s) is the limit,
+        // and `slow` only waits on it.
+        let stats = bottleneck_with_slow_workers(8);
+        assert_eq!(stats["bottleneck"]["stage"], "steady", "{stats}");
+    }
+}
+
+#[test]
+fn a_flood_of_failures_is_logged_a_few_times_a_second_and_counted_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "stages:\n  - {name: n, type: generate, with: {count: 20000}}\n  - {name: bad, type: map, with: {expr: 'error(\"always\")'}}\n  - {name: out, type: drop}\n",
+    );
+    let stats_file = dir.path().join("stats.json");
+    let out = run(flow()
+        .arg("run")
+        .arg(&file)
+        .arg("--stats-json")
+        .arg(&stats_file))
+    .expect_code(3);
+    let stats = stats(&stats_file);
+    let elapsed = stats["elapsed_s"].as_f64().unwrap();
+    let logged = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("item dropped"))
+        .count();
+    // Five a second per stage, and the first second's five.
+    assert!(
+        logged as f64 <= 5.0 * (elapsed.ceil() + 1.0),
+        "{logged} lines in {elapsed}s"
+    );
+    assert!(logged >= 1);
+    assert!(
+        out.stderr.contains("more failed items were not logged"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(flow_tests::stage(&stats, "bad")["dropped"], 20000);
+    assert_eq!(stats["errors"][0]["count"], 20000);
+}

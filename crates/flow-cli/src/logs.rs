@@ -8,8 +8,10 @@ pub enum LogFormat {
 }
 
 /// Sets up the subscriber: `-v` shows flow's own debug lines (queue water
-/// marks, retries) while libraries stay at warn until `-vv`.
-pub fn init(verbose: u8, _format: LogFormat) {
+/// marks, retries) while libraries stay at warn until `-vv`. With
+/// [`LogFormat::Json`] each line is one JSON object: `timestamp`, `level`,
+/// `message`, the event's fields and `target`.
+pub fn init(verbose: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let flow = "flow_core={0},flow_runner={0},flow_stages={0},flow_cli={0}";
     let directives = match verbose {
@@ -19,10 +21,19 @@ pub fn init(verbose: u8, _format: LogFormat) {
         _ => "trace".to_string(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        // Progress hook: log lines print above the live progress lines.
+        .with_writer(crate::progress::LogWriter);
+    match format {
+        LogFormat::Text => subscriber
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init(),
+        LogFormat::Json => subscriber
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .init(),
+    }
 }

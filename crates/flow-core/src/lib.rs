@@ -9,6 +9,8 @@
 //! * [`StageOptions`], [`StageType`]: how a stage type registers itself
 //!   (with `inventory`) and turns its `with:` options into a [`Stage`].
 //! * [`Expr`]: jq expressions, for stages that take one.
+//! * [`terminal::stdout`]: standard output for a stage that prints, which
+//!   keeps its lines clear of the live progress lines.
 //!
 //! Everything around a stage (queues, workers, rate limits, retries,
 //! timeouts, `on_error`, stats) belongs to the runner; a stage never
@@ -18,6 +20,7 @@ pub mod expr;
 pub mod item;
 pub mod registry;
 pub mod stage;
+pub mod terminal;
 pub mod value;
 
 pub use async_trait::async_trait;

@@ -15,6 +15,9 @@ use crate::rate::Limiter;
 pub struct FlowControl {
     /// Every attempt at an item takes a token first (retries too).
     pub rate: Option<Arc<Limiter>>,
+    /// The rate as the file gives it, for display: `20/s`, or a named
+    /// limit with its rate, `polite (10/s)`.
+    pub rate_text: Option<String>,
     /// One bucket per value of this expression (e.g. the URL's host).
     pub rate_key: Option<Expr>,
     pub retry: RetryPolicy,

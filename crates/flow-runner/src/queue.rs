@@ -189,6 +189,8 @@ pub struct QueueStats {
     pub peak: usize,
     /// Total time the queue was at capacity.
     pub full_for: Duration,
+    /// Items queued now.
+    pub depth: usize,
 }
 
 impl Queue {
@@ -480,6 +482,7 @@ impl Queue {
             capacity: self.config.capacity,
             peak: s.peak,
             full_for: s.full_for + open,
+            depth: s.items.len(),
         }
     }
 

@@ -130,6 +130,16 @@ impl Monitor {
     pub fn is_finished(&self) -> bool {
         self.0.finished.load(Ordering::SeqCst)
     }
+
+    /// Each stage's latency histogram under `bounds` (ascending), in the
+    /// order of the report's stages.
+    pub fn latency_buckets(&self, bounds: &[Duration]) -> Vec<stats::LatencyBuckets> {
+        self.0
+            .stages
+            .iter()
+            .map(|s| s.counters.latency_buckets(bounds))
+            .collect()
+    }
 }
 
 impl Running {
@@ -272,6 +282,12 @@ impl Running {
                 };
                 self.shared
                     .fail(format!("stage \"{stage}\": worker panicked: {why}"));
+            }
+        }
+        for st in &self.shared.stages {
+            let held = st.counters.held_back();
+            if held > 0 {
+                tracing::warn!(stage = %st.name, "{held} more failed items were not logged; the report counts them all");
             }
         }
         self.shared.finished.store(true, Ordering::SeqCst);

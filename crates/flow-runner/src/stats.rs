@@ -102,6 +102,18 @@ impl StageCounters {
             .unwrap_or_else(|e| e.into_inner())
             .allow()
     }
+
+    /// How many log lines were held back since the last one shown (the
+    /// run's end reports them, so none go unmentioned).
+    pub fn held_back(&self) -> u64 {
+        std::mem::take(
+            &mut self
+                .log_limit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .held,
+        )
+    }
 }
 
 const LOGS_PER_SECOND: u32 = 5;
@@ -150,6 +162,44 @@ impl ErrorTally {
         } else {
             self.other += 1;
         }
+    }
+}
+
+/// A stage's per-item latency as cumulative counts under fixed bounds:
+/// the buckets of a Prometheus histogram.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatencyBuckets {
+    /// Items that took at most each bound, in the order of the bounds.
+    pub cumulative: Vec<u64>,
+    /// Items recorded in all.
+    pub count: u64,
+    /// Their latencies added up (to the histogram's precision).
+    pub sum: Duration,
+}
+
+impl StageCounters {
+    /// The latencies shared so far (workers share theirs about once a
+    /// second), counted under each of `bounds` (ascending).
+    pub fn latency_buckets(&self, bounds: &[Duration]) -> LatencyBuckets {
+        let mut out = LatencyBuckets {
+            cumulative: vec![0; bounds.len()],
+            ..LatencyBuckets::default()
+        };
+        let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = h.as_ref() else { return out };
+        let mut sum_ns: u128 = 0;
+        for v in h.iter_recorded() {
+            let (ns, n) = (v.value_iterated_to(), v.count_at_value());
+            sum_ns += u128::from(ns) * u128::from(n);
+            out.count += n;
+            for (bound, c) in bounds.iter().zip(&mut out.cumulative) {
+                if u128::from(ns) <= bound.as_nanos() {
+                    *c += n;
+                }
+            }
+        }
+        out.sum = Duration::from_nanos(sum_ns.min(u128::from(u64::MAX)) as u64);
+        out
     }
 }
 
@@ -223,6 +273,8 @@ pub struct QueueReport {
     pub capacity: usize,
     pub peak: usize,
     pub full_pct: f64,
+    /// Items in the queue now (live reports; 0 once the run has ended).
+    pub depth: usize,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -312,6 +364,7 @@ pub(crate) fn stage_report(
             capacity: q.capacity,
             peak: q.peak,
             full_pct: pct(q.full_for.as_secs_f64()).min(100.0),
+            depth: q.depth,
         }),
         wait_s: WaitReport {
             rate_limit: round3(ns(&c.rate_limit_ns)),
@@ -351,15 +404,22 @@ pub(crate) fn error_reports(stage: &str, c: &StageCounters) -> Vec<ErrorReport> 
 }
 
 /// The stage that held the run back, and why, reasoned from how busy each
-/// stage's workers were, how often its input queue was full and how long
-/// it waited on its rate limit or on the stages after it.
+/// stage's workers were, how often its input queue was full, how long it
+/// waited on its rate limit and on the stages after it.
+///
+/// * A stage whose workers spent a large share of the run waiting for
+///   rate-limit tokens is held back by its rate.
+/// * Otherwise the stage whose workers were busiest: a stage upstream of it
+///   is busy less, since its workers wait on backpressure instead (and its
+///   queue may be full too: that is the slow stage's doing, not its own).
+/// * If no stage was busy more than half the time, the sources set the pace.
 pub fn bottleneck(stages: &[StageReport], elapsed_s: f64) -> Option<Bottleneck> {
     let worked: Vec<&StageReport> = stages
         .iter()
         .filter(|s| s.items_in + s.items_out > 0)
         .collect();
-    // Share of a stage's worker time spent waiting for rate-limit tokens.
-    let limited = |s: &StageReport| s.wait_s.rate_limit / (s.workers as f64 * elapsed_s.max(1e-9));
+    let share = |wait: f64, s: &StageReport| wait / (s.workers as f64 * elapsed_s.max(1e-9));
+    let limited = |s: &StageReport| share(s.wait_s.rate_limit, s);
     if let Some(s) = worked
         .iter()
         .filter(|s| limited(s) >= 0.3)
@@ -374,24 +434,27 @@ pub fn bottleneck(stages: &[StageReport], elapsed_s: f64) -> Option<Bottleneck> 
             ),
         });
     }
-    let busiest = worked
-        .iter()
-        .filter(|s| s.kind != "source")
-        .max_by(|a, b| {
-            let score = |s: &StageReport| s.busy_pct + s.queue.map_or(0.0, |q| q.full_pct) / 2.0;
-            score(a).total_cmp(&score(b))
-        })?;
-    let full = busiest.queue.map_or(0.0, |q| q.full_pct);
-    if busiest.busy_pct >= 50.0 || full >= 50.0 {
-        let workers = match busiest.workers {
+    let busiest = worked.iter().filter(|s| s.kind != "source").max_by(|a, b| {
+        // Queue fullness only breaks ties between equally busy stages.
+        let score = |s: &StageReport| s.busy_pct + s.queue.map_or(0.0, |q| q.full_pct) / 1000.0;
+        score(a).total_cmp(&score(b))
+    });
+    if let Some(s) = busiest.filter(|s| s.busy_pct >= 50.0) {
+        let full = s.queue.map_or(0.0, |q| q.full_pct);
+        let workers = match s.workers {
             1 => "1 worker".to_string(),
             n => format!("{n} workers"),
         };
+        let knob = if s.wait_s.rate_limit > 0.0 {
+            "raise workers or its rate"
+        } else {
+            "raise workers"
+        };
         return Some(Bottleneck {
-            stage: busiest.name.clone(),
+            stage: s.name.clone(),
             reason: format!(
-                "{workers} busy {:.0}%, input queue full {full:.0}% of the time; raise workers or its rate",
-                busiest.busy_pct
+                "{workers} busy {:.0}%, input queue full {full:.0}% of the time; {knob}",
+                s.busy_pct
             ),
         });
     }
@@ -400,11 +463,12 @@ pub fn bottleneck(stages: &[StageReport], elapsed_s: f64) -> Option<Bottleneck> 
         .iter()
         .filter(|s| s.kind == "source")
         .max_by(|a, b| a.busy_pct.total_cmp(&b.busy_pct))?;
+    let busiest_pct = busiest.map_or(0.0, |s| s.busy_pct);
     Some(Bottleneck {
         stage: source.name.clone(),
         reason: format!(
-            "the source sets the pace (busy {:.0}%); no later stage was busy more than {:.0}% of the time",
-            source.busy_pct, busiest.busy_pct
+            "the source sets the pace (busy {:.0}%); no later stage was busy more than {busiest_pct:.0}% of the time",
+            source.busy_pct
         ),
     })
 }

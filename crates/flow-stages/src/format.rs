@@ -58,7 +58,8 @@ impl Destination {
         }
         let mut header = None;
         let sink: Box<dyn Write + Send> = if self.path.as_os_str() == "-" {
-            Box::new(io::stdout())
+            // Above the live progress lines, when they are drawn.
+            Box::new(flow_core::terminal::stdout())
         } else {
             let named =
                 |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", self.path.display()));

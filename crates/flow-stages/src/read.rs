@@ -4,8 +4,10 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use flow_core::value::{bytes, object, parse_json, string};
 use flow_core::{
@@ -76,22 +78,180 @@ struct Read {
     input: Input,
     format: ReadFormat,
     batches: Option<Batches>,
+    /// How many items a file input holds (`u64::MAX` until known): counted
+    /// ahead of the reading by [`spawn_counter`], then set to the items
+    /// emitted once every file has been read.
+    total: Arc<AtomicU64>,
+    emitted: u64,
 }
 
 #[async_trait]
 impl Source for Read {
     async fn next(&mut self, out: &mut Output) -> Result<Next, StageError> {
-        let batches = self
-            .batches
-            .get_or_insert_with(|| spawn_reader(self.input.clone(), self.format));
+        let batches = self.batches.get_or_insert_with(|| {
+            spawn_counter(&self.input, self.format, Arc::downgrade(&self.total));
+            spawn_reader(self.input.clone(), self.format)
+        });
         match batches.recv().await {
             Some(Ok(values)) => {
+                self.emitted += values.len() as u64;
                 values.into_iter().for_each(|v| out.emit(v));
                 Ok(Next::More)
             }
             Some(Err(e)) => Err(e),
-            None => Ok(Next::Done),
+            None => {
+                if !matches!(self.input, Input::Stdin) {
+                    self.total.store(self.emitted, Ordering::Relaxed);
+                }
+                Ok(Next::Done)
+            }
         }
+    }
+
+    fn total(&self) -> Option<u64> {
+        match self.total.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            n => Some(n),
+        }
+    }
+}
+
+/// Counts the records of the input's files on a thread of its own, for
+/// progress and ETA, while the reader reads them: a fast scan (newlines, or
+/// CSV records, or JSON elements skipped unparsed) that stops when the
+/// source is dropped. Only regular files are counted (a pipe read twice
+/// would lose data); for stdin, or when a file cannot be counted, the total
+/// stays unknown.
+fn spawn_counter(input: &Input, format: ReadFormat, total: Weak<AtomicU64>) {
+    let input = input.clone();
+    let spawned = std::thread::Builder::new()
+        .name("flow-read-count".into())
+        .spawn(move || {
+            let files = match input {
+                Input::Stdin => return,
+                Input::File(path) => vec![path],
+                Input::Glob(pattern) => match expand(&pattern) {
+                    Ok(files) => files,
+                    Err(_) => return,
+                },
+            };
+            let mut sum = 0;
+            for path in &files {
+                match count_records(path, format, &total) {
+                    Some(n) => sum += n,
+                    None => return,
+                }
+            }
+            if let Some(total) = total.upgrade() {
+                // The reader may have finished first and stored the exact count.
+                let _ = total.compare_exchange(u64::MAX, sum, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!("cannot count the records ahead: {e}");
+    }
+}
+
+/// The records `read` will emit from one regular file, as the reader would
+/// split them; `None` if it is not a regular file, or unreadable, or the
+/// source is gone.
+fn count_records(path: &Path, format: ReadFormat, source: &Weak<AtomicU64>) -> Option<u64> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    if format == ReadFormat::Bytes {
+        return Some(1);
+    }
+    let read = WhileWanted {
+        inner: File::open(path).ok()?,
+        source: source.clone(),
+    };
+    match format {
+        ReadFormat::Lines => count_lines(read, false),
+        ReadFormat::Jsonl => count_lines(read, true),
+        ReadFormat::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .buffer_capacity(1 << 16)
+                .from_reader(read);
+            let mut record = csv::ByteRecord::new();
+            let mut n = 0;
+            while reader.read_byte_record(&mut record).ok()? {
+                n += 1;
+            }
+            Some(n)
+        }
+        ReadFormat::Json => {
+            use serde::Deserializer as _;
+            let mut de =
+                serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 16, read));
+            de.deserialize_seq(CountElements).ok()
+        }
+        ReadFormat::Bytes => Some(1),
+    }
+}
+
+/// Lines as `lines` splits them (an unterminated last line counts), or for
+/// `jsonl` only those with something other than whitespace.
+fn count_lines(mut read: impl io::Read, skip_blank: bool) -> Option<u64> {
+    let mut buf = vec![0; 1 << 16];
+    let (mut n, mut open, mut content) = (0u64, false, false);
+    loop {
+        let len = match read.read(&mut buf) {
+            Ok(0) => break,
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        let chunk = &buf[..len];
+        if skip_blank {
+            let mut lines = chunk.split(|&b| b == b'\n');
+            let last = lines.next_back().unwrap_or_default();
+            for line in lines {
+                if content || line.iter().any(|b| !b.is_ascii_whitespace()) {
+                    n += 1;
+                }
+                content = false;
+            }
+            content |= last.iter().any(|b| !b.is_ascii_whitespace());
+        } else {
+            n += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+            open = chunk[len - 1] != b'\n';
+        }
+    }
+    Some(n + u64::from(open || content))
+}
+
+/// A file read for counting, until the source that wants the count is gone.
+struct WhileWanted {
+    inner: File,
+    source: Weak<AtomicU64>,
+}
+
+impl io::Read for WhileWanted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.source.strong_count() == 0 {
+            return Err(io::Error::other("the source is gone"));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Counts the elements of a JSON array without building them.
+struct CountElements;
+
+impl<'de> serde::de::Visitor<'de> for CountElements {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        let mut n = 0;
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
     }
 }
 
@@ -455,6 +615,8 @@ impl StageOptions for ReadOptions {
             input,
             format: self.format,
             batches: None,
+            total: Arc::new(AtomicU64::new(u64::MAX)),
+            emitted: 0,
         }))
     }
 }
@@ -719,6 +881,53 @@ mod tests {
             .unwrap_err();
         assert!(err.starts_with("cannot open "), "{err}");
         assert!(err.contains("nope.txt"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_count_ahead_matches_the_records_read_in_every_format() {
+        let cases = [
+            ("a.txt", ReadFormat::Lines, "a\nb\n\nc"),
+            ("b.txt", ReadFormat::Lines, "a\r\nb\n"),
+            ("empty.txt", ReadFormat::Lines, ""),
+            ("a.jsonl", ReadFormat::Jsonl, "1\n\n {\"a\": 2}\r\n  \n3"),
+            ("a.csv", ReadFormat::Csv, "a,b\n1,\"x\ny\"\n2,z\n"),
+            ("a.json", ReadFormat::Json, "[1, {\"a\": [2, 3]}, \"x\"]"),
+            ("a.bin", ReadFormat::Bytes, "anything"),
+        ];
+        let dir = files(&cases.map(|(name, _, text)| (name, text)));
+        let alive = Arc::new(AtomicU64::new(u64::MAX));
+        for (name, format, _) in cases {
+            let read = read(dir.path(), name, format).await.unwrap();
+            let counted = count_records(&dir.path().join(name), format, &Arc::downgrade(&alive));
+            assert_eq!(counted, Some(read.len() as u64), "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plain_file_reports_its_total_before_it_is_read() {
+        let text: String = (0..200_000).map(|i| format!("{i}\n")).collect();
+        let dir = files(&[("big.txt", &text)]);
+        let ctx = BuildContext {
+            stage: "r".into(),
+            workers: 1,
+            base_dir: dir.path().to_path_buf(),
+        };
+        let options = ReadOptions {
+            path: "big.txt".into(),
+            format: ReadFormat::Lines,
+        };
+        let Stage::Source(mut source) = options.build(&ctx).unwrap() else {
+            panic!("read is a source")
+        };
+        assert_eq!(source.total(), None);
+        let mut out = Output::new();
+        assert_eq!(source.next(&mut out).await.unwrap(), Next::More);
+        let waited = std::time::Instant::now();
+        while source.total().is_none() && waited.elapsed() < std::time::Duration::from_secs(20) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Known after one batch of 256, long before the reading is done.
+        assert_eq!(source.total(), Some(200_000));
     }
 
     #[test]

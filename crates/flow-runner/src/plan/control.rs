@@ -184,11 +184,16 @@ impl Checker<'_> {
                         self.report(b.own.then_some(name), pos, message);
                     }
                     control.rate = limiter.clone();
+                    if let Some(limit) = spec.limits.get(rate.value.as_str()) {
+                        let text = format!("{} ({})", rate.value, limit.rate().trim());
+                        control.rate_text = Some(text);
+                    }
                 } else if rate.value.contains('/') {
                     match rate.value.parse::<Rate>() {
                         Ok(r) => {
                             let b = burst.as_ref().map_or(1, |b| *b.value);
                             control.rate = Some(Arc::new(Limiter::new(r, b.max(1))));
+                            control.rate_text = Some(rate.value.trim().to_string());
                         }
                         Err(e) => self.report(stage, pos, format!("{}: {e}", rate.key("rate"))),
                     }
