@@ -242,3 +242,64 @@ fn a_run_shorter_than_the_interval_prints_no_progress_line() {
     );
     assert!(out.stderr.contains(TABLE), "{}", out.stderr);
 }
+
+/// The acceptance run itself: `pipelines/data-pipeline.yaml` (100 000
+/// items, about two seconds in the test profile).
+#[test]
+fn data_pipeline_shows_live_progress_in_a_terminal_and_plain_lines_in_a_pipe() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = flow_tests::pipeline("data-pipeline.yaml");
+    let flow_bin = flow();
+    let command = format!(
+        "OUT={} {} run {}",
+        quote(out_dir.path()),
+        quote(Path::new(flow_bin.get_program())),
+        quote(&file)
+    );
+    let out: Run = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .output()
+        .expect("`script` runs")
+        .into();
+    let screen = out.expect_code(0).stdout;
+    assert!(screen.contains("/100,000"), "no live total in:\n{screen}");
+    for stage in ["numbers", "square", "save"] {
+        assert!(
+            !counts_after(&screen, stage).is_empty(),
+            "no live line for {stage}:\n{screen}"
+        );
+    }
+    assert!(
+        screen.contains("\x1b[2K"),
+        "not redrawn in place:\n{screen}"
+    );
+    assert!(screen.contains("pipeline data-pipeline: ok"), "{screen}");
+
+    // The same run piped: plain lines, several per stage.
+    let piped = flow_tests::run(
+        flow()
+            .arg("run")
+            .arg(&file)
+            .args(["--progress-interval", "100ms"])
+            .env("OUT", out_dir.path()),
+    )
+    .expect_code(0);
+    for stage in ["numbers", "square", "save"] {
+        let lines = piped
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with('[') && l.contains(&format!("] {stage} ")))
+            .count();
+        assert!(
+            lines >= 2,
+            "{lines} plain lines for {stage}:\n{}",
+            piped.stderr
+        );
+    }
+    assert!(
+        !piped.stderr.contains('\x1b'),
+        "escape codes in a pipe:\n{}",
+        piped.stderr
+    );
+}

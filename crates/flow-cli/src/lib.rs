@@ -178,14 +178,15 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
     };
     let quiet = options.quiet;
     let result = runtime.block_on(async {
+        // Bound first: an address in use stops flow before any work.
+        let bound = serve::bind(options.metrics, options.dashboard).await?;
         let control = flow_runner::RunControl::new();
         let signals = signals::listen(control.clone());
         let running = flow_runner::Running::start(plan, control.clone());
         let monitor = running.monitor();
-        let server = match serve::start(monitor.clone(), options.metrics, options.dashboard).await {
+        let server = match bound.serve(monitor.clone()) {
             Ok(server) => server,
             Err(e) => {
-                // Nothing has been served: stop the run before it does work.
                 control.interrupt();
                 let _ = running.finish().await;
                 return Err(e);

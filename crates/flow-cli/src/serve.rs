@@ -69,11 +69,10 @@ struct Paths {
 /// Binds the addresses asked for (one server when they are the same) and
 /// serves them in the background. Fails, before anything is served, when
 /// an address cannot be bound.
-pub async fn start(
-    monitor: Monitor,
+pub async fn bind(
     metrics: Option<SocketAddr>,
     dashboard: Option<SocketAddr>,
-) -> Result<Server, String> {
+) -> Result<Bound, String> {
     let mut wanted: Vec<(SocketAddr, Paths)> = Vec::new();
     if let Some(addr) = metrics {
         wanted.push((
@@ -110,30 +109,42 @@ pub async fn start(
         })?;
         listeners.push((listener, paths));
     }
-    let state = Arc::new(Served {
-        monitor,
-        last_fetch: Mutex::new(None),
-        final_fetched: watch::Sender::new(false),
-    });
-    let mut running = Vec::new();
-    for (listener, paths) in listeners {
-        let local = listener
-            .local_addr()
-            .map_err(|e| format!("cannot serve {}: {e}", paths.flags()))?;
-        eprintln!("flow: {}", paths.announce(local));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(paths, state.clone());
-        let task = tokio::spawn(async move {
-            let serving = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serving.await {
-                tracing::warn!("the metrics or dashboard server stopped: {e}");
-            }
+    Ok(Bound(listeners))
+}
+
+/// The listening sockets, bound before the run starts so that an address
+/// in use stops flow before it does any work.
+pub struct Bound(Vec<(TcpListener, Paths)>);
+
+impl Bound {
+    /// Starts serving the run `monitor` reports on.
+    pub fn serve(self, monitor: Monitor) -> Result<Server, String> {
+        let listeners = self.0;
+        let state = Arc::new(Served {
+            monitor,
+            last_fetch: Mutex::new(None),
+            final_fetched: watch::Sender::new(false),
         });
-        running.push((stop, task));
+        let mut running = Vec::new();
+        for (listener, paths) in listeners {
+            let local = listener
+                .local_addr()
+                .map_err(|e| format!("cannot serve {}: {e}", paths.flags()))?;
+            eprintln!("flow: {}", paths.announce(local));
+            let (stop, stopped) = oneshot::channel::<()>();
+            let app = router(paths, state.clone());
+            let task = tokio::spawn(async move {
+                let serving = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = serving.await {
+                    tracing::warn!("the metrics or dashboard server stopped: {e}");
+                }
+            });
+            running.push((stop, task));
+        }
+        Ok(Server { state, running })
     }
-    Ok(Server { state, running })
 }
 
 impl Server {

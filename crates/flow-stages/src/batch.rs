@@ -33,7 +33,7 @@ pub struct BatchOptions {
     /// long (`500ms`, `2s`); absent: only full batches, and the last one
     /// when the input ends.
     #[serde(default, deserialize_with = "flow_core::optional_duration")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "String")]
     pub timeout: Option<Duration>,
 }
 

@@ -61,7 +61,7 @@ pub struct ExecOptions {
     /// How long a process may take to exit once its stdin is closed at the
     /// end of the run before it is killed (default `5s`).
     #[serde(default, deserialize_with = "flow_core::optional_duration")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "String")]
     pub stop_timeout: Option<Duration>,
 }
 

@@ -26,7 +26,7 @@ pub struct GenerateOptions {
     pub value: String,
     /// The pause between items (`100ms`, `1s`); absent: no pause.
     #[serde(default, deserialize_with = "flow_core::optional_duration")]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "String")]
     pub interval: Option<Duration>,
 }
 
