@@ -343,7 +343,7 @@ impl Shared {
             };
             StageCounters::add_time(&st.counters.busy_ns, started.elapsed());
             if let Some(total) = source.total() {
-                st.counters.total.store(total, Ordering::Relaxed);
+                st.counters.set_total(total);
             }
             match &st.control.rate {
                 None => {

@@ -22,11 +22,21 @@ pub struct StageCounters {
     pub busy_ns: AtomicU64,
     pub backpressure_ns: AtomicU64,
     pub rate_limit_ns: AtomicU64,
-    /// A source's known total (`u64::MAX`: not known).
-    pub total: AtomicU64,
+    /// A source's known total, once it says.
+    total: KnownTotal,
     latency: Mutex<Option<Histogram<u64>>>,
     errors_seen: Mutex<ErrorTally>,
     log_limit: Mutex<LogLimit>,
+}
+
+/// A source's total item count; `u64::MAX` (the default) until it is known,
+/// so a fresh counter never claims a total of 0.
+struct KnownTotal(AtomicU64);
+
+impl Default for KnownTotal {
+    fn default() -> Self {
+        KnownTotal(AtomicU64::new(u64::MAX))
+    }
 }
 
 /// Per-item latency of one worker, merged into its stage when it ends.
@@ -59,10 +69,12 @@ impl Default for Latency {
 
 impl StageCounters {
     pub fn new() -> Self {
-        StageCounters {
-            total: AtomicU64::new(u64::MAX),
-            ..StageCounters::default()
-        }
+        StageCounters::default()
+    }
+
+    /// Records how many items a source will emit in all.
+    pub fn set_total(&self, total: u64) {
+        self.total.0.store(total, Relaxed);
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -372,7 +384,7 @@ pub(crate) fn stage_report(
         },
         inputs: info.inputs,
         on_error: info.on_error,
-        total: match c.total.load(Relaxed) {
+        total: match c.total.0.load(Relaxed) {
             u64::MAX => None,
             n => Some(n),
         },
