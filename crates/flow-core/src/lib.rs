@@ -9,6 +9,7 @@
 //! * [`StageOptions`], [`StageType`]: how a stage type registers itself
 //!   (with `inventory`) and turns its `with:` options into a [`Stage`].
 //! * [`Expr`]: jq expressions, for stages that take one.
+//! * [`json`]: strict, bounded JSON reading and writing for records.
 //! * [`terminal::stdout`]: standard output for a stage that prints, which
 //!   keeps its lines clear of the live progress lines.
 //!
@@ -18,9 +19,11 @@
 
 pub mod expr;
 pub mod item;
+pub mod json;
 pub mod registry;
 pub mod stage;
 pub mod terminal;
+pub mod text;
 pub mod value;
 
 pub use async_trait::async_trait;

@@ -168,6 +168,7 @@ impl Stage {
 pub struct Output {
     items: Vec<Item>,
     current: Lineage,
+    failed: Vec<(Item, StageError)>,
 }
 
 impl Output {
@@ -175,6 +176,7 @@ impl Output {
         Output {
             items: Vec::with_capacity(BATCH),
             current: Lineage::NONE,
+            failed: Vec::new(),
         }
     }
 
@@ -189,6 +191,29 @@ impl Output {
     /// items it held.
     pub fn emit_with(&mut self, value: Value, lineage: Lineage) {
         self.items.push(Item { value, lineage });
+    }
+
+    /// A source: a record it read but could not turn into an item (a line
+    /// that is not JSON, a CSV row with too many fields). `record` is what
+    /// it has of it (the raw text, say) and `error` says why, naming the
+    /// file and line. The runner applies the source's `on_error`: `fail`
+    /// (the default for sources) stops the run after the items emitted
+    /// before it; `drop` counts and logs it; a dead-letter stage receives
+    /// `{"item": record, "error": {…}}`. The source goes on either way.
+    pub fn fail(&mut self, record: Value, error: StageError) {
+        let lineage = self.current.clone();
+        self.failed.push((
+            Item {
+                value: record,
+                lineage,
+            },
+            error,
+        ));
+    }
+
+    /// Runner use: the records failed with [`Output::fail`].
+    pub fn take_failed(&mut self) -> Vec<(Item, StageError)> {
+        std::mem::take(&mut self.failed)
     }
 
     /// The lineage of the input being handled, for a stage that keeps items

@@ -59,19 +59,30 @@ pub fn as_f64(value: &Value) -> Option<f64> {
 /// Roughly how many bytes of memory a value's contents take: the length of
 /// its strings and binary data plus a few bytes per scalar and container.
 /// Bounds queues by size (`queue_bytes`), where binary items dominate.
+/// Walks without recursion, so any depth is safe.
 pub fn payload_size(value: &Value) -> usize {
-    match value {
-        Value::Null | Value::Bool(_) => 1,
-        Value::Num(_) => 8,
-        Value::TStr(b) | Value::BStr(b) => b.len(),
-        Value::Arr(a) => 8 + a.iter().map(payload_size).sum::<usize>(),
-        Value::Obj(o) => {
-            8 + o
-                .iter()
-                .map(|(k, v)| payload_size(k) + payload_size(v))
-                .sum::<usize>()
-        }
+    let mut size = 0;
+    let mut stack: Vec<&Value> = Vec::new();
+    let mut next = Some(value);
+    while let Some(v) = next.take().or_else(|| stack.pop()) {
+        size += match v {
+            Value::Null | Value::Bool(_) => 1,
+            Value::Num(_) => 8,
+            Value::TStr(b) | Value::BStr(b) => b.len(),
+            Value::Arr(a) => {
+                stack.extend(a.iter());
+                8
+            }
+            Value::Obj(o) => {
+                for (k, v) in o.iter() {
+                    stack.push(k);
+                    stack.push(v);
+                }
+                8
+            }
+        };
     }
+    size
 }
 
 /// Converts any serde value (an option from the pipeline file, a parsed
@@ -81,55 +92,21 @@ pub fn from_serde<T: serde::Serialize>(x: &T) -> Result<Value, serde_json::Error
     Value::deserialize(serde_json::to_value(x)?)
 }
 
-/// Parses one JSON text.
+/// Parses one JSON text, strictly (see [`crate::json`]): the error says
+/// what is wrong and at which byte.
 pub fn parse_json(text: &[u8]) -> Result<Value, String> {
-    jaq_json::read::parse_single(text).map_err(|e| e.to_string())
+    crate::json::parse(text, crate::json::Utf8::Strict).map_err(|e| e.to_string())
 }
 
-/// Writes `value` as one line of compact JSON (no newline).
-///
-/// Binary strings are written as text (invalid UTF-8 replaced), numbers
-/// that JSON cannot hold (NaN, infinities) as `null`, non-string object keys
-/// as their JSON text, so the output is always valid JSON.
+/// Writes `value` as one line of compact JSON (no newline); see
+/// [`crate::json::write`].
 pub fn write_json(w: &mut impl Write, value: &Value) -> io::Result<()> {
-    match value {
-        Value::Null => w.write_all(b"null"),
-        Value::Bool(b) => w.write_all(if *b { b"true" } else { b"false" }),
-        Value::Num(n) => write_num(w, n),
-        Value::TStr(b) | Value::BStr(b) => write_str(w, b),
-        Value::Arr(a) => {
-            w.write_all(b"[")?;
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    w.write_all(b",")?;
-                }
-                write_json(w, x)?;
-            }
-            w.write_all(b"]")
-        }
-        Value::Obj(o) => {
-            w.write_all(b"{")?;
-            for (i, (k, v)) in o.iter().enumerate() {
-                if i > 0 {
-                    w.write_all(b",")?;
-                }
-                match k {
-                    Value::TStr(b) | Value::BStr(b) => write_str(w, b)?,
-                    other => write_str(w, to_json(other).as_bytes())?,
-                }
-                w.write_all(b":")?;
-                write_json(w, v)?;
-            }
-            w.write_all(b"}")
-        }
-    }
+    crate::json::write(w, value)
 }
 
 /// `value` as compact JSON text.
 pub fn to_json(value: &Value) -> String {
-    let mut buf = Vec::new();
-    write_json(&mut buf, value).expect("writing to a Vec cannot fail");
-    String::from_utf8(buf).expect("write_json writes UTF-8")
+    crate::json::to_string(value)
 }
 
 /// `value` as a line of text: strings without quotes, anything else as JSON.
@@ -138,18 +115,6 @@ pub fn to_text(value: &Value) -> String {
         Value::TStr(b) | Value::BStr(b) => String::from_utf8_lossy(b).into_owned(),
         other => to_json(other),
     }
-}
-
-fn write_num(w: &mut impl Write, n: &Num) -> io::Result<()> {
-    match n {
-        Num::Float(f) if !f.is_finite() => w.write_all(b"null"),
-        other => write!(w, "{other}"),
-    }
-}
-
-fn write_str(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
-    let text = String::from_utf8_lossy(b);
-    serde_json::to_writer(w, text.as_ref()).map_err(io::Error::other)
 }
 
 #[cfg(test)]

@@ -433,8 +433,12 @@ impl Checker<'_> {
         names: &[&str],
     ) -> OnError {
         let s = &spec.stages[i];
+        // A source's bad record stops the run unless the source says
+        // otherwise: `defaults:` are for processors and sinks.
+        let source = kinds[i] == Some(StageKind::Source);
         let (value, path) = match (&s.on_error, &spec.defaults.on_error) {
             (Some(v), _) => (v, format!("stages[{i}].on_error")),
+            (None, _) if source => return OnError::Fail,
             (None, Some(v)) => (v, "defaults.on_error".to_string()),
             (None, None) => return OnError::Drop,
         };

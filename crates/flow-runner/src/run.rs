@@ -352,6 +352,21 @@ impl Shared {
                 }
                 Some(_) => self.send_paced(st, out.items_mut()).await,
             }
+            let mut failed: Vec<Failed> = out
+                .take_failed()
+                .into_iter()
+                .map(|(item, error)| Failed {
+                    item,
+                    error,
+                    attempts: 1,
+                })
+                .collect();
+            if let Err(message) = self.fail_items(st, &mut failed).await {
+                // `on_error: fail`: what was emitted before the bad record
+                // still drains; the run then fails.
+                self.fail_after_drain(message);
+                break;
+            }
             match next {
                 Ok(Next::More) => {}
                 Ok(Next::Done) => break,
@@ -456,8 +471,13 @@ impl Shared {
                 OnError::Fail => {
                     // The run stops: the other failed items go nowhere.
                     failed.for_each(|f| f.item.lineage.mark_failed());
+                    let what = if st.kind == StageKind::Source {
+                        "a record failed"
+                    } else {
+                        "item failed"
+                    };
                     return Err(format!(
-                        "stage \"{}\": item failed{tries} (on_error: fail): {error}",
+                        "stage \"{}\": {what}{tries} (on_error: fail): {error}",
                         st.name
                     ));
                 }
