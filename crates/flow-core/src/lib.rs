@@ -17,6 +17,7 @@
 //! timeouts, `on_error`, stats) belongs to the runner; a stage never
 //! reimplements it.
 
+pub mod children;
 pub mod expr;
 pub mod item;
 pub mod json;
@@ -36,13 +37,30 @@ pub use registry::{
 pub use stage::{BATCH, Next, Output, Processor, Source, Stage, StageError, Transform, Worker};
 pub use value::Value;
 
+/// The longest duration an option may have: 365 days. Longer waits are
+/// mistakes (`10000000y`), and would overflow the clock's arithmetic.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration written the humantime way (`250ms`, `1m 30s`), at
+/// most [`MAX_DURATION`].
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {text:?} is too long: durations are limited to 365 days"
+        ));
+    }
+    Ok(d)
+}
+
 /// Deserialises a duration option written the humantime way (`250ms`,
-/// `1m 30s`): use with `#[serde(deserialize_with = "flow_core::duration")]`
-/// and `#[schemars(with = "String")]`.
+/// `1m 30s`, at most 365 days): use with
+/// `#[serde(deserialize_with = "flow_core::duration")]` and
+/// `#[schemars(with = "String")]`.
 pub fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
     let text = <String as serde::Deserialize>::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 /// [`duration`] for an optional duration.

@@ -182,6 +182,10 @@ pub struct BuildContext {
     pub workers: usize,
     /// The pipeline file's directory: relative paths are resolved against it.
     pub base_dir: PathBuf,
+    /// The stage's `timeout:`, the runner's limit on one attempt, if set: a
+    /// stage with waits of its own (a request, a subprocess) can size them
+    /// to it, and pick a finite default of its own when it is `None`.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl BuildContext {

@@ -273,6 +273,7 @@ impl Checker<'_> {
                 stage: s.name.clone(),
                 workers,
                 base_dir: base_dir.to_path_buf(),
+                timeout: control.timeout,
             };
             let built = match s.with.as_ref().map(yaml::to_json).transpose() {
                 Ok(with) => {

@@ -220,6 +220,7 @@ mod tests {
             stage: "b".into(),
             workers: 1,
             base_dir: ".".into(),
+            timeout: None,
         };
         let zero = BatchOptions {
             size: 0,

@@ -148,6 +148,7 @@ mod tests {
             stage: "d".into(),
             workers: 2,
             base_dir: ".".into(),
+            timeout: None,
         }
     }
 

@@ -446,6 +446,7 @@ mod tests {
             stage: "test".into(),
             workers: 1,
             base_dir: dir.to_path_buf(),
+            timeout: None,
         };
         let Ok(Stage::Workers(factory)) = options.build(&ctx) else {
             panic!("exec builds a worker stage")
@@ -644,6 +645,7 @@ for line in sys.stdin:
             stage: "test".into(),
             workers: 1,
             base_dir: ".".into(),
+            timeout: None,
         };
         match options.build(&ctx) {
             Ok(_) => panic!("the options were accepted"),

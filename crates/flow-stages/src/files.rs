@@ -231,6 +231,7 @@ mod tests {
             stage: "save".into(),
             workers: 1,
             base_dir: dir.to_path_buf(),
+            timeout: None,
         }
     }
 

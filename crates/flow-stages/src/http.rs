@@ -376,6 +376,7 @@ mod tests {
             stage: "fetch".into(),
             workers: 1,
             base_dir: ".".into(),
+            timeout: None,
         }
     }
 

@@ -419,6 +419,7 @@ mod tests {
             stage: "img".into(),
             workers: 1,
             base_dir: ".".into(),
+            timeout: None,
         }
     }
 

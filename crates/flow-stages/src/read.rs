@@ -645,6 +645,7 @@ mod tests {
             stage: "r".into(),
             workers: 1,
             base_dir: dir.to_path_buf(),
+            timeout: None,
         };
         let options = ReadOptions {
             path: path.into(),
@@ -776,6 +777,7 @@ mod tests {
             stage: "r".into(),
             workers: 1,
             base_dir: dir.path().to_path_buf(),
+            timeout: None,
         };
         let options = ReadOptions {
             path: "a.jsonl".into(),
@@ -852,6 +854,7 @@ mod tests {
             stage: "r".into(),
             workers: 1,
             base_dir: dir.path().to_path_buf(),
+            timeout: None,
         };
         let options = ReadOptions {
             path: "img/*.bin".into(),
@@ -911,6 +914,7 @@ mod tests {
             stage: "r".into(),
             workers: 1,
             base_dir: dir.path().to_path_buf(),
+            timeout: None,
         };
         let options = ReadOptions {
             path: "big.txt".into(),
@@ -936,6 +940,7 @@ mod tests {
             stage: "r".into(),
             workers: 1,
             base_dir: ".".into(),
+            timeout: None,
         };
         let options = ReadOptions {
             path: "data/[.csv".into(),

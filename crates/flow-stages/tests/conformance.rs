@@ -46,6 +46,7 @@ fn every_type_rejects_unknown_options_naming_the_key() {
         stage: "s".into(),
         workers: 1,
         base_dir: ".".into(),
+        timeout: None,
     };
     for t in types() {
         let with = serde_json::json!({ "surely_not_an_option": 1 });

@@ -1,0 +1,1 @@
+//! Adversarial tests of pipeline files: whatever a file holds, `flow validate` and `flow run` answer with an error that names the place, never a panic, an abort or a hang, in time and memory linear in its size.

@@ -1,0 +1,1 @@
+//! Adversarial tests of the record sources and their per-record limits: `read`, `exec`, `files`. Huge, endless, malformed and hostile records end as per-record errors with a clear message, never a crash, a hang or silent loss.

@@ -1,0 +1,1 @@
+//! Adversarial tests of the runner: deep values, runaway expressions, timeouts, signals and drains, oversized settings.
