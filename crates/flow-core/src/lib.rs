@@ -19,6 +19,7 @@
 
 pub mod children;
 pub mod expr;
+pub mod interrupt;
 pub mod item;
 pub mod json;
 pub mod registry;
