@@ -3,7 +3,8 @@
 //! A custom binary with extra stage types is this crate's [`main`] plus a
 //! `use my_plugin as _;` that links the plugin's registrations.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
 use flow_stages as _;
@@ -54,6 +55,11 @@ enum Command {
         /// same address as --metrics may be given).
         #[arg(long, value_name = "ADDR")]
         dashboard: Option<std::net::SocketAddr>,
+        /// After Ctrl-C, SIGTERM or SIGHUP: how long the items already in the
+        /// pipeline may take to drain before the rest is abandoned (counted
+        /// in the report) and the run ends.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = flow_core::parse_duration)]
+        drain_timeout: std::time::Duration,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -113,6 +119,7 @@ fn run_cli() -> u8 {
             progress_interval,
             metrics,
             dashboard,
+            drain_timeout,
         } => run(
             &pipeline,
             RunOptions {
@@ -121,6 +128,7 @@ fn run_cli() -> u8 {
                 progress_interval,
                 metrics,
                 dashboard,
+                drain_timeout,
             },
         ),
         Command::Validate { pipeline } => validate(&pipeline),
@@ -156,7 +164,13 @@ struct RunOptions {
     progress_interval: std::time::Duration,
     metrics: Option<std::net::SocketAddr>,
     dashboard: Option<std::net::SocketAddr>,
+    drain_timeout: std::time::Duration,
 }
+
+/// The stack of every runtime thread: jq recursion stops well before the
+/// end of it (flow_core::interrupt), and the room is only reserved, not
+/// used, unless an expression goes that deep.
+const THREAD_STACK: usize = 32 << 20;
 
 fn run(path: &std::path::Path, options: RunOptions) -> u8 {
     let plan = match flow_runner::load(path) {
@@ -168,6 +182,7 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(THREAD_STACK)
         .build()
     {
         Ok(rt) => rt,
@@ -177,17 +192,31 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
         }
     };
     let quiet = options.quiet;
+    let control = flow_runner::RunControl::new();
+    // Set once the run starts: what a stuck run's last report is read from.
+    let live: Arc<Mutex<Option<flow_runner::Monitor>>> = Arc::default();
+    let on_stuck = {
+        let (live, stats_json) = (live.clone(), options.stats_json.clone());
+        Box::new(move || {
+            let monitor = live.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(monitor) = monitor {
+                let mut report = monitor.report();
+                report.status = flow_runner::Status::Interrupted;
+                finish_report(&report, quiet, stats_json.as_deref());
+            }
+        })
+    };
+    let signals = signals::watch(control.clone(), options.drain_timeout, on_stuck);
     let result = runtime.block_on(async {
         // Bound first: an address in use stops flow before any work.
         let bound = serve::bind(options.metrics, options.dashboard).await?;
-        let control = flow_runner::RunControl::new();
-        let signals = signals::listen(control.clone());
         let running = flow_runner::Running::start(plan, control.clone());
         let monitor = running.monitor();
+        *live.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor.clone());
         let server = match bound.serve(monitor.clone()) {
             Ok(server) => server,
             Err(e) => {
-                control.interrupt();
+                control.abandon();
                 let _ = running.finish().await;
                 return Err(e);
             }
@@ -196,9 +225,9 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
         let report = running.finish().await;
         progress.finish();
         server.stop().await;
-        signals.abort();
         Ok(report)
     });
+    signals.finish();
     let report = match result {
         Ok(report) => report,
         Err(e) => {
@@ -207,15 +236,9 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    if !quiet {
-        eprint!("{}", report::render(&report));
-    }
-    if let Some(file) = options.stats_json {
-        let json = serde_json::to_string_pretty(&report).expect("reports serialise");
-        if let Err(e) = std::fs::write(&file, json + "\n") {
-            eprintln!("flow: cannot write {}: {e}", file.display());
-            return exit::FAILED;
-        }
+    if !finish_report(&report, quiet, options.stats_json.as_deref()) {
+        runtime.shutdown_background();
+        return exit::FAILED;
     }
     if let Some(failure) = report.failure.as_ref().filter(|_| quiet) {
         eprintln!("flow: run failed: {failure}");
@@ -223,4 +246,20 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
     // Drop the runtime without waiting for threads blocked on input.
     runtime.shutdown_background();
     report.exit_code() as u8
+}
+
+/// Prints the report (unless quiet) and writes the stats file; false when
+/// the stats file cannot be written.
+fn finish_report(report: &flow_runner::Report, quiet: bool, stats_json: Option<&Path>) -> bool {
+    if !quiet {
+        eprint!("{}", report::render(report));
+    }
+    if let Some(file) = stats_json {
+        let json = serde_json::to_string_pretty(report).expect("reports serialise");
+        if let Err(e) = std::fs::write(file, json + "\n") {
+            eprintln!("flow: cannot write {}: {e}", file.display());
+            return false;
+        }
+    }
+    true
 }

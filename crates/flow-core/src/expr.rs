@@ -165,6 +165,16 @@ impl Expr {
         })
     }
 
+    /// Like [`Expr::run`], stopping the evaluation as soon as `each`
+    /// returns false.
+    pub fn run_while(
+        &self,
+        input: Value,
+        each: impl FnMut(Value) -> bool,
+    ) -> Result<(), StageError> {
+        self.eval(input, &[], each)
+    }
+
     /// The expression's first output (`None` when it has none); the
     /// evaluation stops there.
     pub fn first(&self, input: Value) -> Result<Option<Value>, StageError> {
@@ -487,10 +497,10 @@ mod tests {
     #[test]
     fn a_cancelled_evaluation_stops() {
         use std::sync::atomic::AtomicBool;
-        let cancel = std::sync::Arc::new(AtomicBool::new(true));
+        let cancel = AtomicBool::new(true);
         let limits = crate::interrupt::Limits {
             deadline: None,
-            cancel: Some(cancel),
+            cancel: Some(&cancel),
         };
         let err = run_limited("last(range(1e18))", &limits).unwrap_err();
         assert_eq!(err.message(), "stopped: the run abandoned the item");

@@ -19,8 +19,8 @@
 //! other checks are a thread-local read and a comparison.
 
 use std::cell::Cell;
+use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 /// Steps between two readings of the clock.
@@ -43,21 +43,32 @@ pub enum Stop {
 }
 
 /// The limits on the evaluations run on one thread inside [`within`].
-#[derive(Clone, Debug, Default)]
-pub struct Limits {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits<'a> {
     /// When evaluations must stop, and the limit that set it (for the
     /// message).
     pub deadline: Option<(Instant, Duration)>,
     /// Set by another thread to stop the evaluations at once.
-    pub cancel: Option<Arc<AtomicBool>>,
+    pub cancel: Option<&'a AtomicBool>,
 }
 
-impl Limits {
+impl<'a> Limits<'a> {
     /// A deadline `limit` from now.
     pub fn timeout(limit: Duration) -> Self {
         Limits {
             deadline: Some((Instant::now() + limit, limit)),
             cancel: None,
+        }
+    }
+
+    /// These limits with a deadline `limit` from now (none: unchanged).
+    pub fn with_timeout(self, limit: Option<Duration>) -> Self {
+        match limit {
+            Some(limit) => Limits {
+                deadline: Some((Instant::now() + limit, limit)),
+                ..self
+            },
+            None => self,
         }
     }
 }
@@ -82,9 +93,11 @@ pub fn within<R>(limits: &Limits, f: impl FnOnce() -> R) -> R {
             CANCEL.set(self.1);
         }
     }
-    let cancel = limits.cancel.as_ref().map_or(std::ptr::null(), Arc::as_ptr);
+    let cancel = limits
+        .cancel
+        .map_or(std::ptr::null(), |c| c as *const AtomicBool);
     let _restore = Restore(DEADLINE.replace(limits.deadline), CANCEL.replace(cancel));
-    // The flag lives as long as `limits`, which outlives this call.
+    // The flag is borrowed for longer than this call.
     f()
 }
 
@@ -92,8 +105,8 @@ pub fn within<R>(limits: &Limits, f: impl FnOnce() -> R) -> R {
 /// cancel flag of the innermost [`within`]. For long loops outside jq.
 pub fn check() -> Option<Stop> {
     let cancel = CANCEL.get();
-    // SAFETY: the pointer comes from an `Arc` that `within`'s caller keeps
-    // alive until `within` returns and resets it.
+    // SAFETY: the pointer comes from a reference that outlives the
+    // `within` call that set it, which resets it before returning.
     if !cancel.is_null() && unsafe { (*cancel).load(Ordering::Relaxed) } {
         return Some(Stop::Cancelled);
     }
@@ -187,13 +200,13 @@ mod tests {
     #[test]
     fn check_sees_the_deadline_and_the_cancel_flag_of_the_innermost_scope() {
         assert_eq!(check(), None);
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = AtomicBool::new(false);
         let limits = Limits {
             deadline: Some((
                 Instant::now() - Duration::from_millis(1),
                 Duration::from_secs(2),
             )),
-            cancel: Some(cancel.clone()),
+            cancel: Some(&cancel),
         };
         within(&limits, || {
             assert_eq!(check(), Some(Stop::TimedOut(Duration::from_secs(2))));

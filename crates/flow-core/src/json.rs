@@ -547,10 +547,20 @@ fn write_str(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
             b'\r' => b"\\r",
             b'\t' => b"\\t",
             0..=0x1f | 0x7f => b"",
+            // U+0080..U+009F (C1 controls, which some terminals obey) are
+            // 0xc2 0x80..0x9f in UTF-8.
+            0xc2 if matches!(bytes.get(i + 1), Some(0x80..=0x9f)) => b"",
             _ => continue,
         };
+        if i < from {
+            continue;
+        }
         w.write_all(&bytes[from..i])?;
-        if escaped.is_empty() {
+        if escaped.is_empty() && c == 0xc2 {
+            write!(w, "\\u{:04x}", bytes[i + 1])?;
+            from = i + 2;
+            continue;
+        } else if escaped.is_empty() {
             write!(w, "\\u{c:04x}")?;
         } else {
             w.write_all(escaped)?;
@@ -705,7 +715,7 @@ mod tests {
 
     #[test]
     fn strings_escape_control_characters_when_written() {
-        let v = Value::utf8_str(b"a\x1b[2Jb\x07\"".to_vec());
-        assert_eq!(to_string(&v), r#""a\u001b[2Jb\u0007\"""#);
+        let v = Value::utf8_str("a\x1b[2Jb\x07\"\u{9b}c\u{a0}".as_bytes().to_vec());
+        assert_eq!(to_string(&v), "\"a\\u001b[2Jb\\u0007\\\"\\u009bc\u{a0}\"");
     }
 }

@@ -83,6 +83,17 @@ pub trait Transform: Send + 'static {
     /// Handles one input value, emitting zero or more outputs.
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError>;
 
+    /// Whether every long computation of this transform can be stopped by
+    /// flow's interrupt checks: jq expressions run by [`crate::Expr`] can,
+    /// and a loop of the stage's own can call [`crate::interrupt::check`].
+    /// Under a `timeout:` such a transform runs in place on its worker, at
+    /// almost no cost, and stops when time is up; any other runs on a
+    /// blocking thread, which the runner gives up on when time is up (the
+    /// call itself goes on until it returns). The default is `false`.
+    fn interruptible(&self) -> bool {
+        false
+    }
+
     /// Called when the worker's input queue has run empty after a batch:
     /// a good moment to flush buffered output, so a slow stream shows up
     /// at once without a write per item. An error stops the run.
@@ -160,37 +171,97 @@ impl Stage {
     }
 }
 
+/// Outputs held before they are passed on while a stage is still handling
+/// an input: past this many, the runner sends them on at once (see
+/// [`Output::emit`]).
+pub const SPILL_AT: usize = 1024;
+
+/// The most outputs one input may have held at once where they cannot be
+/// passed on before the input is done (an `ordered` stage, a stage under a
+/// `timeout:` on a thread of its own): past it, [`Output::is_full`].
+pub const MAX_HELD: usize = 100_000;
+
+/// Runner use: how an [`Output`] passes outputs on early.
+pub type Spill = Box<dyn FnMut(&mut Vec<Item>) + Send>;
+
 /// Where a stage puts the items it makes.
 ///
 /// [`Output::emit`] gives the new item the lineage of the input being
 /// handled, so completion hooks follow items without the stage's help.
-#[derive(Debug, Default)]
+///
+/// An input may have any number of outputs (`range(1e12)`): once
+/// [`SPILL_AT`] are held, the runner passes them on at once, waiting
+/// while the next queue is full (backpressure), so memory stays bounded.
+/// Outputs passed on that way are final: if the input then fails, they
+/// have gone already, and the failure is not retried. Where outputs cannot
+/// be passed on early, at most [`MAX_HELD`] are held and a stage should stop
+/// emitting when [`Output::is_full`] (the jq stages fail the item then).
+#[derive(Default)]
 pub struct Output {
     items: Vec<Item>,
     current: Lineage,
     failed: Vec<(Item, StageError)>,
+    spill: Option<Spill>,
+    spilled: u64,
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output")
+            .field("items", &self.items.len())
+            .field("failed", &self.failed.len())
+            .field("spilled", &self.spilled)
+            .finish()
+    }
 }
 
 impl Output {
     pub fn new() -> Self {
         Output {
             items: Vec::with_capacity(BATCH),
-            current: Lineage::NONE,
-            failed: Vec::new(),
+            ..Output::default()
         }
     }
 
     /// Emits a value made from the current input.
     pub fn emit(&mut self, value: Value) {
         let lineage = self.current.clone();
-        self.items.push(Item { value, lineage });
+        self.push(Item { value, lineage });
     }
 
     /// Emits a value with an explicit lineage: a source attaching a
     /// completion hook, or a batcher emitting [`Lineage::merge`] of the
     /// items it held.
     pub fn emit_with(&mut self, value: Value, lineage: Lineage) {
-        self.items.push(Item { value, lineage });
+        self.push(Item { value, lineage });
+    }
+
+    fn push(&mut self, item: Item) {
+        self.items.push(item);
+        if self.items.len() >= SPILL_AT
+            && let Some(spill) = &mut self.spill
+        {
+            self.spilled += self.items.len() as u64;
+            spill(&mut self.items);
+            self.items.clear();
+        }
+    }
+
+    /// True when no more outputs should be emitted for this input: [`MAX_HELD`]
+    /// are held and cannot be passed on yet.
+    pub fn is_full(&self) -> bool {
+        self.items.len() >= MAX_HELD
+    }
+
+    /// Runner use: passes held outputs on early through `spill` once
+    /// [`SPILL_AT`] are held (`None`: hold them all).
+    pub fn set_spill(&mut self, spill: Option<Spill>) {
+        self.spill = spill;
+    }
+
+    /// Runner use: how many outputs were passed on early, in all.
+    pub fn spilled(&self) -> u64 {
+        self.spilled
     }
 
     /// A source: a record it read but could not turn into an item (a line

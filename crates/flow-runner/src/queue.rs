@@ -19,7 +19,7 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::pin::{Pin, pin};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flow_core::value::{as_f64, payload_size};
@@ -69,6 +69,11 @@ pub struct Queue {
     putters: Notify,
     /// The number of queued items, readable without the lock (progress).
     depth: AtomicUsize,
+    /// Items abandoned here: queued when the run stopped, or pushed after.
+    abandoned: AtomicU64,
+    /// Items whose priority expression gave no number (for throttling the
+    /// warning about them).
+    unranked: AtomicU64,
 }
 
 struct State {
@@ -222,6 +227,8 @@ impl Queue {
             takers: Notify::new(),
             putters: Notify::new(),
             depth: AtomicUsize::new(0),
+            abandoned: AtomicU64::new(0),
+            unranked: AtomicU64::new(0),
         }
     }
 
@@ -321,7 +328,12 @@ impl Queue {
                         Err(e) => e.to_string(),
                         _ => "it gave no number".to_string(),
                     };
-                    tracing::warn!(stage = %self.stage, "priority of an item: {why}; it goes last");
+                    let n = self.unranked.fetch_add(1, Ordering::Relaxed);
+                    // The first three, then at 1,024, 2,048, 4,096…: a
+                    // million unranked items make a dozen lines, not a million.
+                    if n < 3 || (n + 1).is_power_of_two() && n >= 1023 {
+                        tracing::warn!(stage = %self.stage, "priority of an item: {why}; it goes last ({} so far)", n + 1);
+                    }
                     f64::INFINITY
                 }
             })
@@ -338,7 +350,7 @@ impl Queue {
         let mut s = self.lock();
         if s.halted {
             drop(s);
-            discard(items.drain(..));
+            self.abandon(items.drain(..));
             return Step::Closed;
         }
         let moved = self.move_in(&mut s, items, ranks);
@@ -452,8 +464,10 @@ impl Queue {
         }
     }
 
-    /// Stops the queue at once (the run is stopping on an error): waiting
-    /// workers and producers return, queued items are discarded as failed.
+    /// Stops the queue at once (the run is abandoning its work): waiting
+    /// workers and producers return, queued items are abandoned (counted,
+    /// and their sources learn they failed), and so is whatever is pushed
+    /// from now on.
     pub fn halt(&self) {
         let mut s = self.lock();
         s.halted = true;
@@ -461,9 +475,20 @@ impl Queue {
         s.bytes = 0;
         self.depth.store(0, Ordering::Relaxed);
         drop(s);
-        discard(left.into_iter());
+        self.abandon(left.into_iter());
         self.takers.notify_waiters();
         self.putters.notify_waiters();
+    }
+
+    /// Abandons items meant for this queue that never got in or out of it.
+    pub fn abandon(&self, items: impl Iterator<Item = Item>) {
+        let n = discard(items);
+        self.abandoned.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Items abandoned in (or on their way into) this queue.
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     /// Items queued now.
@@ -537,10 +562,14 @@ impl Queue {
 }
 
 /// Items thrown away unprocessed: their sources must not count them done.
-fn discard(items: impl Iterator<Item = Item>) {
+/// Returns how many.
+fn discard(items: impl Iterator<Item = Item>) -> u64 {
+    let mut n = 0;
     for item in items {
         item.lineage.mark_failed();
+        n += 1;
     }
+    n
 }
 
 /// The outcome of one attempt at a push.

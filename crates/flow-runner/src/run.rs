@@ -12,7 +12,7 @@
 //! so the end travels down the graph until every sink has flushed.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use flow_core::value::{int, object, string, to_json};
@@ -26,10 +26,12 @@ use crate::queue::Queue;
 use crate::stats::{self, Report, StageCounters, StageInfo, Status};
 use crate::worker::{self, Factory, Failed, Reorder};
 
-/// Lets the caller stop a run from outside (Ctrl-C).
+/// Lets the caller stop a run from outside (Ctrl-C, a drain that takes too
+/// long). Cheap to clone; every method may be called from any thread, also
+/// while every worker of the runtime is busy.
 #[derive(Clone, Default)]
 pub struct RunControl {
-    inner: Arc<StopSignal>,
+    inner: Arc<Control>,
 }
 
 impl RunControl {
@@ -37,22 +39,53 @@ impl RunControl {
         Self::default()
     }
 
-    /// Stops the sources; everything already emitted drains through the
-    /// pipeline, the sinks flush, and the run ends as interrupted.
+    /// Stops the sources at once: what they had read but not yet sent is
+    /// abandoned, everything already in the pipeline drains through it, the
+    /// sinks flush, and the run ends as interrupted.
     pub fn interrupt(&self) {
         self.inner.interrupted.store(true, Ordering::SeqCst);
-        self.inner.raise();
+        self.inner.stop.raise();
+    }
+
+    /// Stops everything now: the sources, every queue (its items are
+    /// abandoned and counted), every call in flight (a jq evaluation stops
+    /// at its next step, an async call is dropped, a retry or rate-limit
+    /// wait ends); the workers flush what they wrote and end. For a drain
+    /// that must not wait any longer.
+    pub fn abandon(&self) {
+        self.inner.interrupted.store(true, Ordering::SeqCst);
+        if let Some(shared) = self.inner.shared.get().and_then(Weak::upgrade) {
+            shared.abandon();
+        } else {
+            self.inner.stop.raise();
+            self.inner.cancel.store(true, Ordering::SeqCst);
+            self.inner.abandon.raise();
+        }
     }
 }
 
+/// What a [`RunControl`] and the run share.
 #[derive(Default)]
-struct StopSignal {
-    raised: AtomicBool,
+struct Control {
+    /// The sources stop.
+    stop: Flag,
+    /// Everything stops: nothing more is handled.
+    abandon: Flag,
+    /// The same as `abandon`, for jq evaluations (`interrupt::Limits`).
+    cancel: Arc<AtomicBool>,
     interrupted: AtomicBool,
+    /// The run, once started, so `abandon` can halt its queues.
+    shared: std::sync::OnceLock<Weak<Shared>>,
+}
+
+/// A one-way switch that tasks can wait on.
+#[derive(Default)]
+struct Flag {
+    raised: AtomicBool,
     notify: Notify,
 }
 
-impl StopSignal {
+impl Flag {
     fn raise(&self) {
         self.raised.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
@@ -109,8 +142,8 @@ pub(crate) struct Shared {
     /// Set once every task has ended: reports are final from then on.
     finished: AtomicBool,
     pipeline: String,
-    stages: Vec<StageRun>,
-    stop: Arc<StopSignal>,
+    pub(crate) stages: Vec<StageRun>,
+    ctl: Arc<Control>,
     failure: Mutex<Option<String>>,
     started: Instant,
 }
@@ -224,10 +257,14 @@ impl Running {
             finished: AtomicBool::new(false),
             pipeline: plan.name,
             stages,
-            stop: control.inner.clone(),
+            ctl: control.inner.clone(),
             failure: Mutex::new(None),
             started: Instant::now(),
         });
+        let _ = control.inner.shared.set(Arc::downgrade(&shared));
+        if control.inner.abandon.is_raised() {
+            shared.abandon();
+        }
         let mut tasks = JoinSet::new();
         let mut task_stage = Vec::new();
         for (i, stage) in factories.into_iter().enumerate() {
@@ -242,7 +279,7 @@ impl Running {
                     for w in 0..shared.stages[i].workers {
                         let (shared, factory) = (shared.clone(), factory.clone());
                         let h =
-                            tasks.spawn(async move { shared.run_worker(i, w, &*factory).await });
+                            tasks.spawn(async move { run_worker(shared, i, w, &*factory).await });
                         task_stage.push((h.id(), i));
                     }
                 }
@@ -300,19 +337,21 @@ pub async fn run(plan: Plan, control: RunControl) -> Report {
     Running::start(plan, control).finish().await
 }
 
+/// Runs worker `w` of stage `i` until its input is finished.
+async fn run_worker(shared: Arc<Shared>, i: usize, w: usize, factory: &Factory) {
+    let st = &shared.stages[i];
+    let _done = Finished(st);
+    if let Err(message) = worker::run(&shared, i, w, factory).await {
+        shared.fail(message);
+    }
+}
+
 impl Shared {
-    /// Stops the run on an error: sources stop, queues are halted, workers
-    /// flush and end.
-    fn fail(&self, message: String) {
+    /// Stops the run on an error: it ends as failed, and everything still
+    /// queued or in flight is abandoned (counted, never reported done).
+    pub(crate) fn fail(&self, message: String) {
         self.fail_after_drain(message);
-        for s in &self.stages {
-            if let Some(q) = &s.input {
-                q.halt();
-            }
-            if let Some(r) = &s.reorder {
-                r.halt();
-            }
-        }
+        self.abandon();
     }
 
     /// Records an error that fails the run once the pipeline has drained:
@@ -324,21 +363,51 @@ impl Shared {
             *f = Some(message);
         }
         drop(f);
-        self.stop.raise();
+        self.ctl.stop.raise();
+    }
+
+    /// Stops everything now (see [`RunControl::abandon`]).
+    pub(crate) fn abandon(&self) {
+        self.ctl.stop.raise();
+        self.ctl.cancel.store(true, Ordering::SeqCst);
+        self.ctl.abandon.raise();
+        for s in &self.stages {
+            if let Some(q) = &s.input {
+                q.halt();
+            }
+            if let Some(r) = &s.reorder {
+                r.halt();
+            }
+        }
+    }
+
+    /// Whether the run is abandoning its work.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.ctl.abandon.is_raised()
+    }
+
+    /// Resolves when the run starts abandoning its work.
+    pub(crate) async fn until_abandoned(&self) {
+        self.ctl.abandon.wait().await
+    }
+
+    /// The flag that stops jq evaluations when the run abandons its work.
+    pub(crate) fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.ctl.cancel.clone()
     }
 
     async fn run_source(&self, i: usize, mut source: Box<dyn Source>) {
         let st = &self.stages[i];
         let _done = Finished(st);
         let mut out = Output::new();
-        while !self.stop.is_raised() {
+        let stop = &self.ctl.stop;
+        while !stop.is_raised() {
             let started = Instant::now();
             let next = tokio::select! {
                 biased;
-                // Stopped during a call: the call is dropped, but what it
-                // had emitted still goes on, like the items before it (or
-                // is discarded as failed when the run is failing).
-                _ = self.stop.wait() => Ok(Next::Done),
+                // Stopped during a call: the call is dropped; what it had
+                // emitted is abandoned below.
+                _ = stop.wait() => Ok(Next::Done),
                 next = source.next(&mut out) => next,
             };
             StageCounters::add_time(&st.counters.busy_ns, started.elapsed());
@@ -348,7 +417,9 @@ impl Shared {
             match &st.control.rate {
                 None => {
                     StageCounters::add(&st.counters.items_out, out.len() as u64);
-                    self.send(st, out.items_mut()).await;
+                    // A stop abandons what is not yet sent: the drain after
+                    // it handles only what is already in the pipeline.
+                    self.send_until(st, out.items_mut(), Some(stop)).await;
                 }
                 Some(_) => self.send_paced(st, out.items_mut()).await,
             }
@@ -382,35 +453,29 @@ impl Shared {
 
     /// A rate-limited source: each item waits for its token, then goes on.
     /// Items still waiting when the run stops were never emitted: they are
-    /// discarded, not counted, and their hooks report failure.
+    /// counted as the source's abandoned items and their hooks report
+    /// failure.
     async fn send_paced(&self, st: &StageRun, items: &mut Vec<Item>) {
         let Some(limiter) = &st.control.rate else {
             return;
         };
+        let stop = &self.ctl.stop;
         let mut pending = std::mem::take(items).into_iter();
         for item in pending.by_ref() {
             let key = st.control.rate_key_of(&item.value);
             let waited = tokio::select! {
                 biased;
-                _ = self.stop.wait() => {
-                    item.lineage.mark_failed();
+                _ = stop.wait() => {
+                    abandon_items(&st.counters, std::iter::once(item));
                     break;
                 }
                 waited = limiter.acquire(key.as_deref()) => waited,
             };
             StageCounters::add_time(&st.counters.rate_limit_ns, waited);
             StageCounters::add(&st.counters.items_out, 1);
-            self.send(st, &mut vec![item]).await;
+            self.send_until(st, &mut vec![item], Some(stop)).await;
         }
-        pending.for_each(|item| item.lineage.mark_failed());
-    }
-
-    async fn run_worker(&self, i: usize, index: usize, factory: &Factory) {
-        let st = &self.stages[i];
-        let _done = Finished(st);
-        if let Err(message) = worker::run(self, st, index, factory).await {
-            self.fail(message);
-        }
+        abandon_items(&st.counters, pending);
     }
 
     /// Counts a handled batch: `n` in, `emitted` out (for a sink: those
@@ -515,6 +580,12 @@ impl Shared {
     /// Moves emitted items into every consumer's queue (a copy each but
     /// the last), counting the time spent waiting as backpressure.
     pub(crate) async fn send(&self, st: &StageRun, items: &mut Vec<Item>) {
+        self.send_until(st, items, None).await
+    }
+
+    /// [`Shared::send`], giving up when `until` is raised: what a queue did
+    /// not take is abandoned, counted as that consumer's.
+    async fn send_until(&self, st: &StageRun, items: &mut Vec<Item>, until: Option<&Flag>) {
         if items.is_empty() {
             return;
         }
@@ -523,10 +594,24 @@ impl Shared {
             return;
         };
         let mut waited = Duration::ZERO;
+        let mut push = async |q: &Queue, batch: &mut Vec<Item>| {
+            let pushed = match until {
+                None => Some(q.push(batch).await),
+                Some(flag) => tokio::select! {
+                    biased;
+                    waited = q.push(batch) => Some(waited),
+                    _ = flag.wait() => None,
+                },
+            };
+            match pushed {
+                Some(w) => waited += w,
+                None => q.abandon(batch.drain(..)),
+            }
+        };
         for q in rest {
-            waited += q.push(&mut items.clone()).await;
+            push(q, &mut items.clone()).await;
         }
-        waited += last.push(items).await;
+        push(last, items).await;
         StageCounters::add_time(&st.counters.backpressure_ns, waited);
     }
 
@@ -538,7 +623,7 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let finished = self.finished.load(Ordering::SeqCst);
-        let status = match (&failure, self.stop.interrupted.load(Ordering::SeqCst)) {
+        let status = match (&failure, self.ctl.interrupted.load(Ordering::SeqCst)) {
             _ if !finished => Status::Running,
             (Some(_), _) => Status::Failed,
             (None, true) => Status::Interrupted,
@@ -549,6 +634,7 @@ impl Shared {
             .iter()
             .map(|s| {
                 let info = StageInfo {
+                    abandoned: s.input.as_ref().map_or(0, |q| q.abandoned()),
                     name: &s.name,
                     type_name: &s.type_name,
                     kind: s.kind,
@@ -614,6 +700,17 @@ impl Drop for Finished<'_> {
             }
         }
     }
+}
+
+/// Items a stage had but will never handle (the run stopped): counted as
+/// its abandoned items; their sources learn they failed.
+pub(crate) fn abandon_items(c: &StageCounters, items: impl Iterator<Item = Item>) {
+    let mut n = 0;
+    for item in items {
+        item.lineage.mark_failed();
+        n += 1;
+    }
+    StageCounters::add(&c.abandoned, n);
 }
 
 fn shorten(text: &str) -> String {

@@ -19,6 +19,9 @@ pub struct StageCounters {
     pub retries: AtomicU64,
     pub dropped: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Items the stage had taken (or a source had read) but never handled:
+    /// the run stopped first.
+    pub abandoned: AtomicU64,
     pub busy_ns: AtomicU64,
     pub backpressure_ns: AtomicU64,
     pub rate_limit_ns: AtomicU64,
@@ -257,6 +260,11 @@ pub struct StageReport {
     pub retries: u64,
     pub dropped: u64,
     pub dead_lettered: u64,
+    /// Items that reached the stage (its queue, its workers; for a source,
+    /// read but not yet sent) and were never handled because the run
+    /// stopped: a drain cut short, a failure. They are not done; a durable
+    /// run or another consumer does them again.
+    pub abandoned: u64,
     pub busy_pct: f64,
     pub latency_ms: LatencyReport,
     /// The input queue; `null` for a source, which has none.
@@ -326,6 +334,8 @@ impl Report {
 /// The identity and settings of a stage, for its report.
 pub struct StageInfo<'a> {
     pub name: &'a str,
+    /// Items abandoned in its input queue.
+    pub abandoned: u64,
     pub type_name: &'a str,
     pub kind: flow_core::StageKind,
     pub workers: usize,
@@ -370,6 +380,7 @@ pub(crate) fn stage_report(
         retries: c.retries.load(Relaxed),
         dropped: c.dropped.load(Relaxed),
         dead_lettered: c.dead_lettered.load(Relaxed),
+        abandoned: c.abandoned.load(Relaxed) + info.abandoned,
         busy_pct: pct(ns(&c.busy_ns) / info.workers as f64).min(100.0),
         latency_ms: latency,
         queue: info.queue.map(|q| QueueReport {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use flow_core::interrupt::{self, Limits};
 use flow_core::{BATCH, Item, Lineage, Output, Processor, StageError, Transform, Value, Worker};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -35,14 +36,16 @@ pub(crate) struct Failed {
     pub attempts: u32,
 }
 
-/// Runs worker `index` of stage `st` until its input is finished.
+/// Runs worker `index` of stage `i` until its input is finished.
 pub(crate) async fn run(
-    shared: &Shared,
-    st: &StageRun,
+    shared: &Arc<Shared>,
+    i: usize,
     index: usize,
     factory: &Factory,
 ) -> Result<(), String> {
+    let st = &shared.stages[i];
     let slot = make(st, index, factory)?;
+    let cancel = shared.cancel_flag();
     let mut worker = WorkerLoop {
         shared,
         st,
@@ -52,11 +55,33 @@ pub(crate) async fn run(
         held: InFlight::new(),
         latency: Latency::new(),
         latency_shared: Instant::now(),
+        cancel: &cancel,
     };
+    worker.held.out.set_spill(spill_to(shared, i));
     let result = worker.run().await;
+    worker.abandon_held();
     st.counters
         .merge_latency(std::mem::take(&mut worker.latency));
     result
+}
+
+/// Passes a stage's outputs on while an input is still being handled
+/// (`range(1e12)`), waiting on backpressure: the worker's thread blocks,
+/// and the runtime moves its other tasks to another thread meanwhile.
+/// Not for `ordered` stages (outputs wait for their turn) nor outside a
+/// multi-threaded runtime, where the outputs are held instead.
+fn spill_to(shared: &Arc<Shared>, i: usize) -> Option<flow_core::stage::Spill> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let handle = Handle::try_current().ok()?;
+    if handle.runtime_flavor() != RuntimeFlavor::MultiThread || shared.stages[i].reorder.is_some() {
+        return None;
+    }
+    let shared = shared.clone();
+    Some(Box::new(move |items: &mut Vec<Item>| {
+        let st = &shared.stages[i];
+        shared.account_unprompted(st, items.len());
+        tokio::task::block_in_place(|| handle.block_on(shared.send(st, items)));
+    }))
 }
 
 /// The stage's own worker, as the factory made it.
@@ -88,13 +113,26 @@ struct WorkerLoop<'a> {
     latency: Latency,
     /// When `latency` was last handed to the stage.
     latency_shared: Instant,
+    /// Set when the run abandons its work: stops the jq evaluations of
+    /// this worker's calls.
+    cancel: &'a AtomicBool,
 }
 
 impl WorkerLoop<'_> {
     async fn run(&mut self) -> Result<(), String> {
         let st = self.st;
         let queue = st.input.as_ref().expect("processors have an input queue");
-        let fast = matches!(self.slot, Slot::Transform(_)) && !st.control.per_item();
+        // The batched fast path, unless a layer must await per item: a rate
+        // limit, retries, or a timeout that only a thread can enforce.
+        let control = &st.control;
+        let fast = match &self.slot {
+            Slot::Transform(t) => {
+                control.rate.is_none()
+                    && control.retry.attempts <= 1
+                    && (control.timeout.is_none() || t.interruptible())
+            }
+            _ => false,
+        };
         let max = queue.take_limit(if fast { BATCH } else { 1 });
         loop {
             if let Some(reorder) = &st.reorder {
@@ -111,22 +149,52 @@ impl WorkerLoop<'_> {
                 },
             };
             let Some(ticket) = ticket else { break };
+            if self.shared.abandoned() {
+                break;
+            }
             let n = self.held.batch.len();
-            let busy = if fast {
+            let (handled, busy) = if fast {
                 self.apply_batch()?
             } else {
                 let mut busy = Duration::ZERO;
-                for k in 0..n {
-                    let item = std::mem::take(&mut self.held.batch[k]);
-                    busy += self.handle_one(item).await?;
+                let mut handled = 0;
+                while handled < n {
+                    let item = std::mem::take(&mut self.held.batch[handled]);
+                    let lineage = item.lineage.clone();
+                    let shared = self.shared;
+                    let outcome = tokio::select! {
+                        biased;
+                        outcome = self.handle_one(item) => Some(outcome?),
+                        _ = shared.until_abandoned() => None,
+                    };
+                    match outcome {
+                        Some(took) => busy += took,
+                        None => {
+                            // Dropped mid-way: the item and whatever its
+                            // attempts emitted never leave this worker.
+                            self.held.batch[handled] = Item {
+                                value: Value::Null,
+                                lineage,
+                            };
+                            self.held.out.truncate(0);
+                            self.held.out.set_lineage(Lineage::NONE);
+                            break;
+                        }
+                    }
+                    handled += 1;
                 }
-                self.held.batch.clear();
-                busy
+                (handled, busy)
             };
+            // Items of the batch not handled (the run is abandoning its
+            // work) stay in `held.batch`, for `abandon_held`.
+            self.held.batch.drain(..handled);
             let (emitted, failed) = (self.held.out.len(), self.held.failed.len());
-            self.shared.account(st, n, emitted, failed, busy);
+            self.shared.account(st, handled, emitted, failed, busy);
             self.shared.fail_items(st, &mut self.held.failed).await?;
             self.emit(Some(ticket)).await;
+            if !self.held.batch.is_empty() {
+                break;
+            }
             if queue.depth() == 0 {
                 self.flush().await?;
             }
@@ -146,16 +214,31 @@ impl WorkerLoop<'_> {
         }
     }
 
+    /// Counts the items this worker took and will never handle (the run
+    /// stopped, or the worker failed) as the stage's abandoned items.
+    fn abandon_held(&mut self) {
+        crate::run::abandon_items(&self.st.counters, self.held.batch.drain(..));
+    }
+
     /// The fast path: the whole batch through a transform, no `.await`.
-    /// Returns the time it took.
+    /// Returns how many items it handled (all, unless the run abandons its
+    /// work) and the time it took.
     ///
     /// Panics are caught once per batch, not per item (a catch costs more
     /// than a cheap item): each item stays in the batch until it is
     /// handled, so the one that panicked is still there to be failed, and
     /// the loop resumes after it with a fresh worker.
-    fn apply_batch(&mut self) -> Result<Duration, String> {
+    fn apply_batch(&mut self) -> Result<(usize, Duration), String> {
         let started = Instant::now();
         let n = self.held.batch.len();
+        // An interruptible transform's `timeout:` is kept here, per item.
+        let timeout = self.st.control.timeout;
+        let cancel: &AtomicBool = self.cancel;
+        // Every evaluation stops when the run abandons its work.
+        let limits = Limits {
+            deadline: None,
+            cancel: Some(cancel),
+        };
         let mut k = 0;
         // Where item k's outputs begin, to discard them if it panics.
         let mut mark = 0;
@@ -165,21 +248,30 @@ impl WorkerLoop<'_> {
             };
             let held = &mut self.held;
             let ran = catch(|| {
-                while k < n {
-                    let item = &held.batch[k];
-                    mark = held.out.len();
-                    held.out.set_lineage(item.lineage.clone());
-                    if let Err(error) = t.apply(&item.value, &mut held.out) {
-                        held.out.truncate(mark);
-                        let item = std::mem::take(&mut held.batch[k]);
-                        held.failed.push(Failed {
-                            item,
-                            error,
-                            attempts: 1,
+                interrupt::within(&limits, || {
+                    while k < n && !cancel.load(Ordering::Relaxed) {
+                        let item = &held.batch[k];
+                        mark = held.out.len();
+                        held.out.set_lineage(item.lineage.clone());
+                        let applied = interrupt::within(&limits.with_timeout(timeout), || {
+                            t.apply(&item.value, &mut held.out)
                         });
+                        if let Err(error) = applied {
+                            held.out.truncate(mark);
+                            if cancel.load(Ordering::Relaxed) {
+                                // Stopped by the abandon, not failed.
+                                break;
+                            }
+                            let item = std::mem::take(&mut held.batch[k]);
+                            held.failed.push(Failed {
+                                item,
+                                error,
+                                attempts: 1,
+                            });
+                        }
+                        k += 1;
                     }
-                    k += 1;
-                }
+                })
             });
             if let Err(panic) = ran {
                 // Item k panicked. Its worker's state is suspect: a fresh one.
@@ -193,14 +285,14 @@ impl WorkerLoop<'_> {
                 k += 1;
                 self.slot = make(self.st, self.index, self.factory)?;
             }
+            if cancel.load(Ordering::Relaxed) {
+                break;
+            }
         }
-        // Handled items leave the batch only now: their outputs hold their
-        // lineage, so dropping them here completes nothing early.
-        self.held.batch.clear();
         self.held.out.set_lineage(Lineage::NONE);
         let took = started.elapsed();
-        self.latency.record_batch(took, n);
-        Ok(took)
+        self.latency.record_batch(took, k);
+        Ok((k, took))
     }
 
     /// The per-item path: every attempt takes a rate-limit token, runs
@@ -223,13 +315,17 @@ impl WorkerLoop<'_> {
                 StageCounters::add_time(&c.rate_limit_ns, waited);
             }
             let attempt_started = Instant::now();
+            let spilled = self.held.out.spilled();
             let result = self.attempt(&item.value).await?;
             busy += attempt_started.elapsed();
             match result {
                 Ok(()) => break Ok(()),
                 Err(error) => {
                     self.held.out.truncate(0);
-                    if !error.is_retryable() || attempts >= control.retry.attempts {
+                    // Outputs already passed on cannot be taken back: an
+                    // attempt that passed some on is not tried again.
+                    let passed_on = self.held.out.spilled() > spilled;
+                    if !error.is_retryable() || attempts >= control.retry.attempts || passed_on {
                         break Err(error);
                     }
                     StageCounters::add(&c.retries, 1);
@@ -268,8 +364,21 @@ impl WorkerLoop<'_> {
     /// start); the inner one is the attempt's.
     async fn attempt(&mut self, value: &Value) -> Result<Result<(), StageError>, String> {
         let timeout = self.st.control.timeout;
+        let cancel: &AtomicBool = self.cancel;
+        let limits = Limits {
+            deadline: None,
+            cancel: Some(cancel),
+        };
         let outcome = match (&mut self.slot, timeout) {
-            (Slot::Transform(t), None) => catch(|| t.apply(value, &mut self.held.out)),
+            (Slot::Transform(t), None) => {
+                catch(|| interrupt::within(&limits, || t.apply(value, &mut self.held.out)))
+            }
+            // Stopped in place when time is up: no thread, no copy.
+            (Slot::Transform(t), Some(limit)) if t.interruptible() => catch(|| {
+                interrupt::within(&limits.with_timeout(Some(limit)), || {
+                    t.apply(value, &mut self.held.out)
+                })
+            }),
             (Slot::Transform(_), Some(limit)) => return self.attempt_on_thread(value, limit).await,
             (Slot::Processor(p), None) => CatchUnwind(p.process(value, &mut self.held.out)).await,
             (Slot::Processor(p), Some(limit)) => {

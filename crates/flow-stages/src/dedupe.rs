@@ -96,6 +96,10 @@ struct Dedupe {
 }
 
 impl Transform for Dedupe {
+    fn interruptible(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
         let first = match &self.key {
             None => self.seen.first(input),

@@ -16,6 +16,10 @@ pub struct DropOptions {}
 struct Discard;
 
 impl Transform for Discard {
+    fn interruptible(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, _input: &Value, _out: &mut Output) -> Result<(), StageError> {
         Ok(())
     }

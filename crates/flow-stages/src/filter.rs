@@ -20,6 +20,10 @@ pub struct FilterOptions {
 struct Filter(Expr);
 
 impl Transform for Filter {
+    fn interruptible(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
         let keep = self
             .0

@@ -36,6 +36,10 @@ struct Log {
 }
 
 impl Transform for Log {
+    fn interruptible(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
         match self.level {
             Level::Info => tracing::info!("{}: {}", self.prefix, to_json(input)),

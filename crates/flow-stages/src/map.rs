@@ -19,8 +19,23 @@ pub struct MapOptions {
 struct Map(Expr);
 
 impl Transform for Map {
+    fn interruptible(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
-        self.0.run(input.clone(), |v| out.emit(v))
+        self.0.run_while(input.clone(), |v| {
+            out.emit(v);
+            !out.is_full()
+        })?;
+        if out.is_full() {
+            return Err(StageError::permanent(format!(
+                "expression `{}`: more than {} outputs for one item held at once (an `ordered` stage, or one under a `timeout:`, holds an item's outputs until it is done)",
+                self.0.code(),
+                flow_core::stage::MAX_HELD
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -24,6 +24,10 @@ pub struct UnbatchOptions {}
 struct Unbatch;
 
 impl Transform for Unbatch {
+    fn interruptible(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
         match input {
             Value::Arr(items) => {
