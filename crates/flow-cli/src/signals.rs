@@ -82,31 +82,40 @@ pub fn watch(control: RunControl, drain_timeout: Duration, on_stuck: OnStuck) ->
             if wait(None) != Waited::Signal {
                 return;
             }
+            // Act first, then log: a log write may block (a full pipe, a
+            // stopped terminal), and the stop must not wait for it.
+            control.interrupt();
             tracing::warn!(
                 "interrupted: stopping the sources and draining the queues for at most {} (press Ctrl-C again to abort)",
                 humantime::format_duration(drain_timeout)
             );
-            control.interrupt();
             match wait(Some(Instant::now() + drain_timeout)) {
                 Waited::Done => return,
                 Waited::Signal => abort(),
                 Waited::Timeout => {}
             }
+            control.abandon();
             tracing::warn!(
-                "the drain did not finish within {} (--drain-timeout): abandoning what is left",
+                "the drain did not finish within {} (--drain-timeout): abandoned what was left",
                 humantime::format_duration(drain_timeout)
             );
-            control.abandon();
             match wait(Some(Instant::now() + FORCE_AFTER)) {
                 Waited::Done => {}
                 Waited::Signal => abort(),
                 Waited::Timeout => {
-                    tracing::error!(
-                        "the run did not end {} after abandoning its work; exiting",
-                        humantime::format_duration(FORCE_AFTER)
-                    );
-                    on_stuck();
                     flow_core::children::kill_all();
+                    // The report goes out on a thread of its own: if stderr
+                    // is blocked, flow exits anyway a second later.
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    std::thread::spawn(move || {
+                        tracing::error!(
+                            "the run did not end {} after abandoning its work; exiting",
+                            humantime::format_duration(FORCE_AFTER)
+                        );
+                        on_stuck();
+                        let _ = tx.send(());
+                    });
+                    let _ = rx.recv_timeout(Duration::from_secs(1));
                     std::process::exit(i32::from(crate::exit::INTERRUPTED));
                 }
             }
