@@ -849,7 +849,7 @@ impl<'t> Doc<'t> {
                 .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
                 .collect()
         });
-        let from = *lines.get(start.line - 1)?;
+        let from = *lines.get(start.line.checked_sub(1)?)?;
         let to = lines.get(start.line).map_or(self.text.len(), |&e| e);
         let line = &self.text[from..to];
         let mut written = line.chars().skip(start.column);
