@@ -69,8 +69,8 @@ impl Plan {
 /// The largest pipeline file: 16 MiB.
 pub const MAX_FILE_BYTES: usize = 16 << 20;
 
-/// Reads, interpolates (from the process environment), parses, checks and
-/// builds the pipeline file at `path`.
+/// Reads (at most [`MAX_FILE_BYTES`]), parses, interpolates (from the
+/// process environment), checks and builds the pipeline file at `path`.
 pub fn load(path: &Path) -> Result<Plan, Problems> {
     let file = path.display().to_string();
     let problem = |pos, message: String| {
