@@ -873,7 +873,7 @@ fn the_largest_file_validates_and_a_larger_one_is_refused() {
     }
     text += tail;
     assert!(text.len() > (16 << 20) - 8192 && text.len() <= 16 << 20);
-    let (code, line) = validate_bounded(&text, 400.0);
+    let (code, line) = validate_bounded(&text, 300.0);
     assert_eq!((code, line.as_str()), (0, ""));
     text.insert_str(0, &" ".repeat((16 << 20) + 1 - text.len()));
     let (code, line) = validate_bounded(&text, MEMORY_BOUND_MIB);
