@@ -831,8 +831,8 @@ fn flow_control_keys_about_input_queues_and_retries_do_not_apply_to_a_source() {
             "    type: drop",
         ],
         &[
-            r#"bad.yaml:4:5: stage "gen": retry: a source's failure stops the run; retries are for processors and sinks"#,
-            r#"bad.yaml:5:5: stage "gen": timeout: a source's failure stops the run; timeouts are for processors and sinks"#,
+            r#"bad.yaml:4:5: stage "gen": retry: a source is never retried (a bad record goes to its on_error); retries are for processors and sinks"#,
+            r#"bad.yaml:5:5: stage "gen": timeout: a source has no timeout per item; timeouts are for processors and sinks"#,
             r#"bad.yaml:6:5: stage "gen": order: a source has no input queue"#,
             r#"bad.yaml:7:5: stage "gen": priority: a source has no input queue"#,
             r#"bad.yaml:8:5: stage "gen": queue_bytes: a source has no input queue"#,
@@ -1457,7 +1457,7 @@ fn a_variable_missing_its_closing_brace_is_reported() {
             "    type: drop",
         ],
         &[
-            r#"bad.yaml:4:20: stage "lines": with.path: `${FLOW_TEST_INPUT`: expected `}` after the variable name, found `"`"#,
+            r#"bad.yaml:4:20: stage "lines": with.path: `${FLOW_TEST_INPUT`: expected `}` after the variable name, found the end of the value"#,
         ],
     );
 }

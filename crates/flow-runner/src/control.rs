@@ -81,9 +81,14 @@ impl RetryPolicy {
     /// How long to wait after failed attempt number `attempt` (from 1). A
     /// `retry_after` from the error (an HTTP `Retry-After`) replaces the
     /// backoff; `max_backoff` caps both. Jitter applies to the capped
-    /// backoff, so waits at the cap are spread too.
+    /// backoff, so waits at the cap are spread too. No wait is longer than
+    /// [`flow_core::MAX_DURATION`] (365 days), whatever a server asks.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let cap = |d: Duration| self.max_backoff.map_or(d, |max| d.min(max));
+        let cap = |d: Duration| {
+            self.max_backoff
+                .map_or(d, |max| d.min(max))
+                .min(flow_core::MAX_DURATION)
+        };
         match retry_after {
             Some(d) => cap(d),
             None => {
@@ -118,7 +123,11 @@ fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.5 + unit / 2.0)
 }
 
-/// Parses a size: `1024`, `64KB`, `256MiB`, `1.5GB`.
+/// The largest `queue_bytes`: 64 GiB.
+pub const MAX_QUEUE_BYTES: u64 = 64 << 30;
+
+/// Parses a size: `1024`, `64KB`, `256MiB`, `1.5GB`; at least one byte, at
+/// most [`MAX_QUEUE_BYTES`].
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let split = t
@@ -146,7 +155,11 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
     if bytes < 1.0 {
         return Err(format!("invalid size {text:?}: must be at least one byte"));
     }
-    Ok(bytes as usize)
+    // A float, so a thousand digits are a large number, not an overflow.
+    if !bytes.is_finite() || bytes > MAX_QUEUE_BYTES as f64 {
+        return Err(format!("invalid size {text:?}: must be at most 64GiB"));
+    }
+    Ok(usize::try_from(bytes as u64).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]
@@ -228,5 +241,34 @@ mod tests {
         assert_eq!(parse_bytes("1.5 GB").unwrap(), 1_500_000_000);
         assert!(parse_bytes("12 parsecs").is_err());
         assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn sizes_are_bounded_and_never_overflow() {
+        assert_eq!(parse_bytes("64GiB").unwrap(), 64 << 30);
+        assert_eq!(
+            parse_bytes("65GiB").unwrap_err(),
+            "invalid size \"65GiB\": must be at most 64GiB"
+        );
+        let huge = "9".repeat(400);
+        assert!(
+            parse_bytes(&huge)
+                .unwrap_err()
+                .ends_with("must be at most 64GiB")
+        );
+        assert!(parse_bytes("1.2.3").is_err());
+        assert!(parse_bytes(".").is_err());
+    }
+
+    #[test]
+    fn no_wait_is_longer_than_the_longest_duration() {
+        let p = RetryPolicy {
+            attempts: 1000,
+            backoff: flow_core::MAX_DURATION,
+            max_backoff: None,
+            jitter: true,
+        };
+        assert!(p.delay(1000, None) <= flow_core::MAX_DURATION);
+        assert_eq!(p.delay(1, Some(Duration::MAX)), flow_core::MAX_DURATION);
     }
 }

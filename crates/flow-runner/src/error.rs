@@ -5,7 +5,7 @@ use std::fmt;
 use crate::yaml::Pos;
 
 /// One thing wrong with a pipeline file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Problem {
     /// The file as the user named it.
     pub file: String,

@@ -5,6 +5,7 @@
 //! of them, each with `file:line:column`, the stage and the key.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use flow_core::{BuildContext, ConfigError, Stage, StageKind, StageType};
@@ -13,11 +14,13 @@ mod control;
 
 use crate::control::FlowControl;
 use crate::error::{Problem, Problems};
-use crate::interpolate::interpolate;
 use crate::queue::QueueConfig;
-use crate::spec::{PipelineSpec, StageSpec};
+use crate::spec::{
+    MAX_LIMITS, MAX_NAME, MAX_QUEUE, MAX_STAGES, MAX_TOTAL_WORKERS, MAX_WORKERS, PipelineSpec,
+    StageSpec,
+};
 use crate::suggest::{did_you_mean, hint};
-use crate::yaml::{self, Pos, Positions};
+use crate::yaml::{self, Doc, Pos};
 
 /// A validated pipeline whose stages are built and wired, ready to run.
 pub struct Plan {
@@ -63,22 +66,62 @@ impl Plan {
     }
 }
 
-/// Reads, interpolates (from the process environment), parses, checks and
-/// builds the pipeline file at `path`.
+/// The largest pipeline file: 16 MiB.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
+
+/// Reads (at most [`MAX_FILE_BYTES`]), parses, interpolates (from the
+/// process environment), checks and builds the pipeline file at `path`.
 pub fn load(path: &Path) -> Result<Plan, Problems> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let problem = |pos, message: String| {
         Problems(vec![Problem {
             file: file.clone(),
-            pos: None,
+            pos,
             stage: None,
-            message: format!("cannot read the pipeline file: {e}"),
+            message,
         }])
+    };
+    // Never more than the limit and a byte: a huge file, or /dev/zero, is
+    // not read whole.
+    let read = || -> std::io::Result<Option<Vec<u8>>> {
+        let f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        if len > MAX_FILE_BYTES as u64 {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(len as usize + 1);
+        f.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+        Ok((bytes.len() <= MAX_FILE_BYTES).then_some(bytes))
+    };
+    let bytes = match read() {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err(problem(None, too_big())),
+        Err(e) => return Err(problem(None, format!("cannot read the pipeline file: {e}"))),
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(&e.as_bytes()[..valid]);
+        problem(
+            Some(pos_of_offset(&text, valid)),
+            "the file is not UTF-8 text (an invalid byte here)".into(),
+        )
     })?;
     load_str(&text, path, |name| std::env::var(name).ok())
 }
 
+fn too_big() -> String {
+    format!(
+        "the file is larger than {} MiB, the most a pipeline file may be",
+        MAX_FILE_BYTES >> 20
+    )
+}
+
 /// [`load`] for a file's text, with `env` giving the variables.
+///
+/// The text is parsed first, within the bounds of [`crate::yaml`]; then
+/// `${VAR}` references are replaced inside scalar values (see
+/// [`crate::interpolate`]); then the typed form is read and every check
+/// runs. Time and memory are linear in the text's length.
 pub fn load_str(
     text: &str,
     path: &Path,
@@ -93,43 +136,68 @@ pub fn load_str(
             message,
         }])
     };
-    let mut positions = Positions::read(text);
-    let expanded = interpolate(text, env).map_err(|e| {
-        // The stage and key are those of the value the `${` is in.
-        let pos = pos_of_offset(text, e.offset);
-        let (stage, key) = match positions.path_at(pos) {
-            Some(path) if positions.is_complete() => stage_of_path(text, path),
-            _ => (None, String::new()),
+    if text.len() > MAX_FILE_BYTES {
+        return Err(problem(None, too_big()));
+    }
+    let mut doc = Doc::read(text);
+    // A problem at a node: its stage, and its key within the stage.
+    let at_node = |doc: &Doc, pos: Pos, path: Option<&str>, message: String, short: bool| {
+        let (stage, key) = match path {
+            Some(path) => stage_of_path(doc, path),
+            None => (None, String::new()),
         };
-        let key = key.split('[').next().unwrap_or_default();
+        let mut key = key.split('[').next().unwrap_or_default();
+        if short {
+            // At most two levels: a path 64 levels deep says nothing more.
+            key = match key.match_indices('.').nth(1) {
+                Some((i, _)) => &key[..i],
+                None => key,
+            };
+        }
         let message = match key {
-            "" => e.message,
-            key => format!("{key}: {}", e.message),
+            "" => message,
+            key => format!("{key}: {message}"),
         };
-        Problems(vec![Problem {
+        Problem {
             file: file.clone(),
             pos: Some(pos),
             stage,
             message,
-        }])
-    })?;
-    // Positions come from the text as the user wrote it, so columns after a
-    // `${VAR}` are right; if only the expanded text is YAML, from that.
-    let expanded_positions = (expanded != text).then(|| Positions::read(&expanded));
-    let syntax_error = expanded_positions
-        .as_ref()
-        .unwrap_or(&positions)
-        .syntax_error()
-        .map(|(pos, why)| (pos, format!("invalid YAML: {why}")));
-    if let Some(p) = expanded_positions.filter(|_| !positions.is_complete()) {
-        positions = p;
-    }
-    let spec: PipelineSpec = yaml::parse(&expanded).map_err(|e| {
-        // Not YAML: the syntax error, not whatever serde met before it.
-        if let Some((pos, message)) = &syntax_error {
-            return problem(Some(*pos), message.clone());
         }
-        let (stage, key) = stage_of_path(&expanded, &e.path);
+    };
+    if let Some(f) = doc.failure() {
+        let p = at_node(&doc, f.pos, f.path.as_deref(), f.message.clone(), true);
+        return Err(Problems(vec![p]));
+    }
+    let duplicates = doc.duplicates();
+    if !duplicates.is_empty() {
+        let problems = duplicates
+            .into_iter()
+            .map(|(pos, map, key, first)| {
+                let message = format!("duplicate key \"{key}\" (first at line {first})");
+                at_node(&doc, pos, Some(&map), message, false)
+            })
+            .collect();
+        return Err(Problems(problems));
+    }
+    let failed = doc.interpolate(env);
+    if !failed.is_empty() {
+        let problems = failed
+            .into_iter()
+            .map(|f| at_node(&doc, f.pos, f.path.as_deref(), f.message, false))
+            .collect();
+        return Err(Problems(problems));
+    }
+    // Before anything costs per stage.
+    for (key, most) in [("stages", MAX_STAGES), ("limits", MAX_LIMITS)] {
+        if let Some(n) = doc.len(key).filter(|&n| n > most) {
+            let pos = doc.key(key);
+            let message = format!("{key}: {n} {key}; a pipeline may have at most {most}");
+            return Err(problem(pos, message));
+        }
+    }
+    let spec: PipelineSpec = yaml::parse(&doc).map_err(|e| {
+        let (stage, key) = stage_of_path(&doc, &e.path);
         let message = friendly(&e.message);
         let unknown = e.message.starts_with("unknown field");
         // An unknown key is named by the message; its parent map (none for
@@ -144,9 +212,9 @@ pub fn load_str(
             lead => format!("{lead}: {message}"),
         };
         let pos = if unknown {
-            positions.key(&e.path)
+            doc.key(&e.path)
         } else {
-            positions.value(&e.path)
+            doc.value(&e.path)
         };
         Problems(vec![Problem {
             file: file.clone(),
@@ -159,21 +227,34 @@ pub fn load_str(
         .unwrap_or_else(|_| PathBuf::from("."));
     Checker {
         file,
-        positions: &positions,
+        positions: &doc,
         problems: Vec::new(),
+        seen: HashSet::new(),
         suggested: HashSet::new(),
+        hints_left: MAX_HINTS,
+        expressions: HashMap::new(),
     }
     .check(spec, path, &base_dir)
 }
 
+/// "Did you mean" is looked for this many times per file at most: each
+/// look compares a name with every stage's.
+const MAX_HINTS: usize = 100;
+
 struct Checker<'a> {
     file: String,
-    positions: &'a Positions,
+    positions: &'a Doc<'a>,
     problems: Vec<Problem>,
+    /// The problems recorded, so that one found again is not.
+    seen: HashSet<Problem>,
     /// Stages that a "did you mean" suggested for a misspelt reference: the
     /// reference was probably meant for them, so their being unread or
     /// unfed is not reported on top.
     suggested: HashSet<usize>,
+    /// Looks for "did you mean" left (see [`MAX_HINTS`]).
+    hints_left: usize,
+    /// Runner-owned expressions compiled so far, by their text.
+    expressions: HashMap<String, flow_core::Expr>,
 }
 
 impl Checker<'_> {
@@ -186,9 +267,16 @@ impl Checker<'_> {
             stage: stage.map(str::to_string),
             message: message.into(),
         };
-        if !self.problems.contains(&problem) {
+        if self.seen.insert(problem.clone()) {
             self.problems.push(problem);
         }
+    }
+
+    /// Whether another "did you mean" may be looked for.
+    fn may_hint(&mut self) -> bool {
+        let may = self.hints_left > 0;
+        self.hints_left = self.hints_left.saturating_sub(1);
+        may
     }
 
     /// ` (did you mean "x"?)` for `word` among `words` and the stage
@@ -201,6 +289,9 @@ impl Checker<'_> {
         names: &[&str],
         words: &[&str],
     ) -> String {
+        if !self.may_hint() {
+            return String::new();
+        }
         let others = names
             .iter()
             .enumerate()
@@ -262,11 +353,28 @@ impl Checker<'_> {
         }
 
         let mut planned = Vec::new();
+        let mut total_workers = 0usize;
+        let no_options = serde_json::Value::Object(Default::default());
+        crate::panics::install_hook();
         for (i, s) in stages.iter().enumerate() {
             let source = kinds[i] == Some(StageKind::Source);
-            let workers =
-                self.positive(i, s, "workers", s.workers, spec.defaults.workers, 1, source);
-            let capacity = self.positive(i, s, "queue", s.queue, spec.defaults.queue, 64, source);
+            let workers = self.positive(
+                i,
+                s,
+                ("workers", MAX_WORKERS),
+                (s.workers, spec.defaults.workers),
+                1,
+                source,
+            );
+            let capacity = self.positive(
+                i,
+                s,
+                ("queue", MAX_QUEUE),
+                (s.queue, spec.defaults.queue),
+                64,
+                source,
+            );
+            total_workers += workers;
             let (control, queue) = self.resolve_control(i, s, &spec, source, capacity, &limits);
             let Some(stage_type) = types[i] else { continue };
             let ctx = BuildContext {
@@ -275,15 +383,19 @@ impl Checker<'_> {
                 base_dir: base_dir.to_path_buf(),
                 timeout: control.timeout,
             };
-            let built = match s.with.as_ref().map(yaml::to_json).transpose() {
-                Ok(with) => {
-                    let with = with
-                        .filter(|w| !w.is_null())
-                        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-                    stage_type.build(&with, &ctx)
-                }
-                Err(e) => Err(ConfigError::new("", e)),
-            };
+            let with = s
+                .with
+                .as_ref()
+                .filter(|w| !w.is_null())
+                .unwrap_or(&no_options);
+            // A stage type's own checks must not take validation down.
+            let built =
+                crate::panics::catch(|| stage_type.build(with, &ctx)).unwrap_or_else(|panic| {
+                    Err(ConfigError::new(
+                        "",
+                        format!("the stage type failed while checking its options: {panic}"),
+                    ))
+                });
             match built {
                 Ok(stage) => planned.push(PlannedStage {
                     name: s.name.clone(),
@@ -298,6 +410,13 @@ impl Checker<'_> {
                 }),
                 Err(e) => self.report_option(i, s, e),
             }
+        }
+        if total_workers > MAX_TOTAL_WORKERS {
+            let pos = self.positions.key("stages");
+            let message = format!(
+                "stages: the stages' workers add up to {total_workers}; a pipeline may have at most {MAX_TOTAL_WORKERS} in all"
+            );
+            self.report(None, pos, message);
         }
         for p in &planned {
             let built_source = matches!(p.stage, Stage::Source(_));
@@ -346,6 +465,12 @@ impl Checker<'_> {
                     pos,
                     "name: use only letters, digits, `_` and `-`",
                 );
+            } else if s.name.len() > MAX_NAME {
+                let message = format!(
+                    "name: {} characters; a name may have at most {MAX_NAME}",
+                    s.name.len()
+                );
+                self.report(Some(&s.name), pos, message);
             }
             if let Some(&first) = index.get(s.name.as_str()) {
                 let line = self
@@ -401,6 +526,7 @@ impl Checker<'_> {
             return Vec::new();
         }
         let mut resolved = Vec::new();
+        let mut listed = HashSet::new();
         for (j, input) in list.iter().enumerate() {
             let pos = self.positions.value(&format!("stages[{i}].inputs[{j}]"));
             match index.get(input.as_str()) {
@@ -416,7 +542,7 @@ impl Checker<'_> {
                     let message = format!("inputs: \"{input}\" is a sink; nothing comes out of it");
                     self.report(name, pos, message);
                 }
-                Some(&k) if resolved.contains(&k) => {
+                Some(&k) if !listed.insert(k) => {
                     self.report(name, pos, format!("inputs: \"{input}\" is listed twice"));
                 }
                 Some(&k) => resolved.push(k),
@@ -496,6 +622,10 @@ impl Checker<'_> {
                 _ => None,
             })
             .collect();
+        let mut read = vec![false; stages.len()];
+        for &k in inputs.iter().flatten() {
+            read[k] = true;
+        }
         for (i, s) in stages.iter().enumerate() {
             let Some(kind) = kinds[i] else { continue };
             if self.suggested.contains(&i) {
@@ -520,8 +650,7 @@ impl Checker<'_> {
                     self.report(name, pos, format!("nothing feeds this {kind}: {why}"));
                 }
             }
-            let read = inputs.iter().any(|ins| ins.contains(&i));
-            if kind != StageKind::Sink && !read {
+            if kind != StageKind::Sink && !read[i] {
                 let message = match kind {
                     StageKind::Source => "nothing reads from this source; add a stage after it",
                     _ => {
@@ -570,15 +699,14 @@ impl Checker<'_> {
     }
 
     /// A positive count setting (`workers`, `queue`), from the stage or the
-    /// defaults. Sources have no input queue or worker pool.
-    #[allow(clippy::too_many_arguments)]
+    /// defaults, at most `most`. Sources have no input queue or worker
+    /// pool. A bad value gives `fallback`, so nothing is sized by it.
     fn positive(
         &mut self,
         i: usize,
         s: &StageSpec,
-        key: &str,
-        own: Option<usize>,
-        default: Option<usize>,
+        (key, most): (&str, usize),
+        (own, default): (Option<usize>, Option<usize>),
         fallback: usize,
         source: bool,
     ) -> usize {
@@ -606,12 +734,14 @@ impl Checker<'_> {
             ),
             (None, None) => return fallback,
         };
-        if value == 0 {
-            let pos = self.positions.value(&path);
-            self.report(stage, pos, format!("{key}: must be at least 1"));
-            return fallback;
-        }
-        value
+        let why = match value {
+            0 => "must be at least 1".to_string(),
+            v if v > most => format!("must be at most {most}"),
+            _ => return value,
+        };
+        let pos = self.positions.value(&path);
+        self.report(stage, pos, format!("{key}: {why}"));
+        fallback
     }
 
     fn report_option(&mut self, i: usize, s: &StageSpec, e: ConfigError) {
@@ -638,30 +768,46 @@ impl Checker<'_> {
     }
 }
 
+/// A cycle reachable from `start`, by a depth-first search with colours
+/// (0 unseen, 1 on the path, 2 done), without recursion: a chain of every
+/// stage is as deep as it goes.
 fn find_cycle(
-    at: usize,
+    start: usize,
     next: &[Vec<usize>],
     colour: &mut [u8],
     path: &mut Vec<usize>,
 ) -> Option<Vec<usize>> {
-    colour[at] = 1;
-    path.push(at);
-    for &to in &next[at] {
-        if colour[to] == 1 {
-            let start = path
-                .iter()
-                .position(|&k| k == to)
-                .expect("grey nodes are on the path");
-            return Some(path[start..].to_vec());
-        }
-        if colour[to] == 0
-            && let Some(cycle) = find_cycle(to, next, colour, path)
-        {
-            return Some(cycle);
+    // The path, each node with the index of its next edge to follow.
+    let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+    colour[start] = 1;
+    path.push(start);
+    while let Some(&mut (at, ref mut edge)) = stack.last_mut() {
+        match next[at].get(*edge) {
+            Some(&to) => {
+                *edge += 1;
+                match colour[to] {
+                    1 => {
+                        let first = path
+                            .iter()
+                            .position(|&k| k == to)
+                            .expect("grey nodes are on the path");
+                        return Some(path[first..].to_vec());
+                    }
+                    0 => {
+                        colour[to] = 1;
+                        path.push(to);
+                        stack.push((to, 0));
+                    }
+                    _ => {}
+                }
+            }
+            None => {
+                colour[at] = 2;
+                path.pop();
+                stack.pop();
+            }
         }
     }
-    path.pop();
-    colour[at] = 2;
     None
 }
 
@@ -722,9 +868,9 @@ fn rust_types_in_words(message: &str) -> String {
     format!("{head}expected {words}{rest}")
 }
 
-/// For a serde path inside `stages[N]`, the stage's name (read leniently
-/// from the text) and the rest of the path.
-fn stage_of_path(text: &str, path: &str) -> (Option<String>, String) {
+/// For a path inside `stages[N]`, the stage's name (its text as written,
+/// whatever its type) and the rest of the path.
+fn stage_of_path(doc: &Doc, path: &str) -> (Option<String>, String) {
     let Some(rest) = path.strip_prefix("stages[") else {
         return (None, path.to_string());
     };
@@ -732,14 +878,7 @@ fn stage_of_path(text: &str, path: &str) -> (Option<String>, String) {
         return (None, path.to_string());
     };
     let key = key.strip_prefix('.').unwrap_or(key).to_string();
-    let name = n.parse::<usize>().ok().and_then(|n| {
-        let doc: yaml::Value = serde_yaml::from_str(text).ok()?;
-        doc.get("stages")?
-            .get(n)?
-            .get("name")?
-            .as_str()
-            .map(str::to_string)
-    });
+    let name = doc.text(&format!("stages[{n}].name")).map(str::to_string);
     (name, key)
 }
 

@@ -21,7 +21,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A rate as written in a pipeline file: `5/s`, `100/min`, `20/10s`.
+/// The fastest rate a limit may have: one token a microsecond.
+pub const MAX_PER_SECOND: u64 = 1_000_000;
+
+/// A rate as written in a pipeline file: `5/s`, `100/min`, `20/10s`. The
+/// period is at most [`flow_core::MAX_DURATION`] (365 days) and the rate at
+/// most [`MAX_PER_SECOND`], so every bucket's arithmetic stays in range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
     pub count: u32,
@@ -64,7 +69,18 @@ impl FromStr for Rate {
         if per.is_zero() {
             return Err(bad("the period must be longer than zero"));
         }
-        Ok(Rate { count, per })
+        if per > flow_core::MAX_DURATION {
+            return Err(bad("the period must be at most 365 days"));
+        }
+        let rate = Rate { count, per };
+        // count / per <= MAX, in integers: count * 1e9 <= MAX * per_ns.
+        let fast = u128::from(count) * 1_000_000_000 > u128::from(MAX_PER_SECOND) * per.as_nanos();
+        if fast {
+            return Err(bad(&format!(
+                "faster than {MAX_PER_SECOND}/s, the fastest a limit may be"
+            )));
+        }
+        Ok(rate)
     }
 }
 
@@ -102,10 +118,10 @@ impl Limiter {
     /// A limiter at `rate` whose buckets hold `burst` tokens (at least 1)
     /// and start full.
     pub fn new(rate: Rate, burst: u32) -> Self {
-        let period = rate.period();
+        let period = rate.period().max(Duration::from_nanos(1));
         Limiter {
             period,
-            tolerance: period * burst.max(1).saturating_sub(1),
+            tolerance: period.saturating_mul(burst.max(1) - 1),
             state: Mutex::new(Buckets {
                 single: None,
                 keyed: HashMap::new(),
@@ -137,8 +153,10 @@ impl Limiter {
             }
         };
         let base = (*tat).max(now.checked_sub(SLACK).unwrap_or(now));
-        *tat = base + self.period;
-        base.checked_sub(self.tolerance).unwrap_or(base)
+        // Bounded rates keep these far from overflowing; checked anyway, so
+        // no value can make a worker panic.
+        *tat = base.checked_add(self.period).unwrap_or(base);
+        base.checked_sub(self.tolerance).unwrap_or(now)
     }
 
     /// The number of keyed buckets held (for tests of the memory bound).
@@ -160,7 +178,8 @@ impl Buckets {
             .is_none_or(|p| now.duration_since(p) >= PRUNE_EVERY);
         if due {
             self.pruned = Some(now);
-            self.keyed.retain(|_, tat| *tat + tolerance > now);
+            self.keyed
+                .retain(|_, tat| tat.checked_add(tolerance).is_none_or(|t| t > now));
             self.keyed.shrink_to_fit();
         }
     }
@@ -188,9 +207,48 @@ mod tests {
 
     #[test]
     fn bad_rates_say_how_to_write_one() {
-        for bad in ["5", "x/s", "0/s", "5/fortnight", "5/0s", "-1/s"] {
+        for bad in [
+            "5",
+            "x/s",
+            "0/s",
+            "5/fortnight",
+            "5/0s",
+            "-1/s",
+            "1/366d",
+            "1/10000000y",
+            "1000001/s",
+            "4294967295/1ms",
+            "99999999999999999999/s",
+        ] {
             let err = bad.parse::<Rate>().unwrap_err();
             assert!(err.contains("COUNT/PERIOD"), "{bad}: {err}");
+        }
+        assert_eq!(
+            "1000001/s".parse::<Rate>().unwrap_err(),
+            "invalid rate \"1000001/s\": faster than 1000000/s, the fastest a limit may be; write COUNT/PERIOD, like 5/s, 100/min or 20/10s"
+        );
+        assert_eq!(
+            "1/366d".parse::<Rate>().unwrap_err(),
+            "invalid rate \"1/366d\": the period must be at most 365 days; write COUNT/PERIOD, like 5/s, 100/min or 20/10s"
+        );
+    }
+
+    #[test]
+    fn the_extremes_of_rate_and_burst_do_not_overflow() {
+        let slowest: Rate = "1/365d".parse().unwrap();
+        let fastest: Rate = "1000000/s".parse().unwrap();
+        assert_eq!(fastest.period(), Duration::from_micros(1));
+        for rate in [slowest, fastest] {
+            let limiter = Limiter::new(rate, u32::MAX);
+            let now = Instant::now();
+            for _ in 0..3 {
+                limiter.reserve(None, now);
+                limiter.reserve(Some("k"), now);
+            }
+            let limiter = Limiter::new(rate, 1);
+            for _ in 0..3 {
+                limiter.reserve(None, now);
+            }
         }
     }
 

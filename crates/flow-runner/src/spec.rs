@@ -5,12 +5,36 @@
 //!
 //! The doc comments are user documentation: `flow schema` publishes them,
 //! with each field's type, from the `JsonSchema` derives.
+//!
+//! What a file may ask for is bounded, so that no file can make `flow
+//! validate` or a run exhaust memory or overflow a clock: see the `MAX_`
+//! constants here, [`crate::control::MAX_QUEUE_BYTES`],
+//! [`crate::rate::MAX_PER_SECOND`], [`flow_core::MAX_DURATION`] (365 days,
+//! for every duration) and, for the file itself, [`crate::plan::MAX_FILE_BYTES`]
+//! and the bounds in [`crate::yaml`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+/// The most stages a pipeline may have.
+pub const MAX_STAGES: usize = 1_000;
+/// The most named limits under `limits:`.
+pub const MAX_LIMITS: usize = 1_000;
+/// The most workers one stage may have.
+pub const MAX_WORKERS: usize = 10_000;
+/// The most workers all the stages of a pipeline may have together.
+pub const MAX_TOTAL_WORKERS: usize = 100_000;
+/// The largest input queue capacity, in items.
+pub const MAX_QUEUE: usize = 1_000_000;
+/// The most tokens a rate limit's bucket may hold.
+pub const MAX_BURST: u32 = 1_000_000;
+/// The most attempts `retry:` may make at one item.
+pub const MAX_ATTEMPTS: u32 = 1_000;
+/// The longest stage name, in characters.
+pub const MAX_NAME: usize = 128;
 
 /// A flow pipeline: stages joined by bounded queues, run by `flow run`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -37,28 +61,35 @@ pub struct PipelineSpec {
 #[schemars(rename = "defaults", title = "defaults")]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    /// Concurrent workers taking from each stage's input queue (default 1).
-    #[schemars(range(min = 1))]
+    /// Concurrent workers taking from each stage's input queue (default 1,
+    /// at most 10000).
+    #[schemars(range(min = 1, max = 10000))]
+    #[serde(default, deserialize_with = "optional_usize")]
     pub workers: Option<usize>,
-    /// Input queue capacity in items (default 64).
-    #[schemars(range(min = 1))]
+    /// Input queue capacity in items (default 64, at most 1000000).
+    #[schemars(range(min = 1, max = 1000000))]
+    #[serde(default, deserialize_with = "optional_usize")]
     pub queue: Option<usize>,
     /// A second bound on each input queue, in bytes of item payload
-    /// (`256MiB`).
+    /// (`256MiB`, at most `64GiB`).
     pub queue_bytes: Option<String>,
     /// The order input queues hand items out in (default fifo).
     pub order: Option<Order>,
     /// `true`: items leave each stage in the order they entered it.
     pub ordered: Option<bool>,
     /// A rate limit: inline (`5/s`, `100/min`, `20/10s`, a bucket per
-    /// stage) or the name of a limit under `limits:`.
+    /// stage; at most 1000000/s, a period of at most 365 days) or the name
+    /// of a limit under `limits:`.
     pub rate: Option<String>,
-    /// Tokens an inline rate's bucket may hold (default 1).
-    #[schemars(range(min = 1))]
+    /// Tokens an inline rate's bucket may hold (default 1, at most
+    /// 1000000).
+    #[schemars(range(min = 1, max = 1000000))]
+    #[serde(default, deserialize_with = "optional_u32")]
     pub burst: Option<u32>,
     /// Retries of a failed item.
     pub retry: Option<RetrySpec>,
-    /// The limit on one attempt at one item (`10s`, `1m 30s`).
+    /// The limit on one attempt at one item (`10s`, `1m 30s`; at most 365
+    /// days).
     #[serde(default, deserialize_with = "flow_core::optional_duration")]
     #[schemars(with = "String")]
     pub timeout: Option<Duration>,
@@ -74,8 +105,8 @@ pub struct Defaults {
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
     /// The stage's name, unique in the pipeline: letters, digits, `_` and
-    /// `-`.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    /// `-`, at most 128 of them.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub name: String,
     /// A registered stage type (`flow stages` lists them).
     #[serde(rename = "type")]
@@ -84,15 +115,18 @@ pub struct StageSpec {
     /// Default: the stage before it in the list (none for a source); `[]`
     /// for a stage fed only by `on_error` routes.
     pub inputs: Option<Vec<String>>,
-    /// Concurrent workers taking from the input queue (default 1).
-    #[schemars(range(min = 1))]
+    /// Concurrent workers taking from the input queue (default 1, at most
+    /// 10000; all the stages together at most 100000).
+    #[schemars(range(min = 1, max = 10000))]
+    #[serde(default, deserialize_with = "optional_usize")]
     pub workers: Option<usize>,
     /// Input queue capacity in items; a full queue makes producers wait
-    /// (backpressure). Default 64.
-    #[schemars(range(min = 1))]
+    /// (backpressure). Default 64, at most 1000000.
+    #[schemars(range(min = 1, max = 1000000))]
+    #[serde(default, deserialize_with = "optional_usize")]
     pub queue: Option<usize>,
     /// A second bound on the input queue, in bytes of item payload
-    /// (`256MiB`), for large binary items.
+    /// (`256MiB`, at most `64GiB`), for large binary items.
     pub queue_bytes: Option<String>,
     /// The order the input queue hands items out in: `fifo` (default),
     /// `lifo`, or `priority` (with `priority`).
@@ -104,29 +138,33 @@ pub struct StageSpec {
     /// out first.
     pub priority: Option<String>,
     /// A rate limit on every attempt at an item: inline (`5/s`, `100/min`,
-    /// `20/10s`) or the name of a limit under `limits:`. On a source it
-    /// paces the items it emits.
+    /// `20/10s`; at most 1000000/s, a period of at most 365 days) or the
+    /// name of a limit under `limits:`. On a source it paces the items it
+    /// emits.
     pub rate: Option<String>,
-    /// Tokens an inline rate's bucket may hold (default 1); a bucket starts
-    /// full.
-    #[schemars(range(min = 1))]
+    /// Tokens an inline rate's bucket may hold (default 1, at most
+    /// 1000000); a bucket starts full.
+    #[schemars(range(min = 1, max = 1000000))]
+    #[serde(default, deserialize_with = "optional_u32")]
     pub burst: Option<u32>,
     /// An expression: one rate-limit bucket per value (e.g.
     /// `split("/")[2]`, the host of a URL).
     pub rate_key: Option<String>,
-    /// Retries of a failed item (default: 1 attempt).
+    /// Retries of a failed item (default: 1 attempt). Not on a source.
     pub retry: Option<RetrySpec>,
-    /// The limit on one attempt at one item (`10s`, `1m 30s`).
+    /// The limit on one attempt at one item (`10s`, `1m 30s`; at most 365
+    /// days). Not on a source.
     #[serde(default, deserialize_with = "flow_core::optional_duration")]
     #[schemars(with = "String")]
     pub timeout: Option<Duration>,
     /// What happens to an item that failed: `drop` (count it, log it, go
     /// on; the default), `fail` (stop the run) or the name of a stage that
-    /// receives `{"item", "error": {"stage", "message", "attempts"}}`.
+    /// receives `{"item", "error": {"stage", "message", "attempts"}}`. On a
+    /// source it handles a bad record (default `fail`; `defaults:` do not
+    /// apply to sources).
     pub on_error: Option<String>,
     /// The stage type's own options (`flow stages TYPE` lists them).
-    #[schemars(with = "Option<serde_json::Value>")]
-    pub with: Option<serde_yaml::Value>,
+    pub with: Option<serde_json::Value>,
 }
 
 /// A named limit: `polite: 10/s`, or `polite: {rate: 10/s, burst: 5}`.
@@ -172,10 +210,13 @@ impl<'de> Deserialize<'de> for LimitSpec {
 #[schemars(rename = "limit_options", title = "limit")]
 #[serde(deny_unknown_fields)]
 pub struct LimitOptions {
-    /// `5/s`, `100/min`, `20/10s`.
+    /// `5/s`, `100/min`, `20/10s` (at most 1000000/s, a period of at most
+    /// 365 days).
     pub rate: String,
-    /// Tokens the bucket may hold (default 1); it starts full.
-    #[schemars(range(min = 1))]
+    /// Tokens the bucket may hold (default 1, at most 1000000); it starts
+    /// full.
+    #[schemars(range(min = 1, max = 1000000))]
+    #[serde(default, deserialize_with = "optional_u32")]
     pub burst: Option<u32>,
 }
 
@@ -212,19 +253,88 @@ pub enum Order {
 #[schemars(rename = "retry", title = "retry")]
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
-    /// Total tries, the first included.
-    #[schemars(range(min = 1))]
+    /// Total tries, the first included (at most 1000).
+    #[schemars(range(min = 1, max = 1000))]
+    #[serde(deserialize_with = "required_u32")]
     pub attempts: u32,
     /// The wait after the first failed attempt; it doubles each time
-    /// (default 100ms).
+    /// (default 100ms, at most 365 days).
     #[serde(default, deserialize_with = "flow_core::optional_duration")]
     #[schemars(with = "String")]
     pub backoff: Option<Duration>,
-    /// The longest wait, also capping an HTTP `Retry-After`.
+    /// The longest wait, also capping an HTTP `Retry-After` (at most 365
+    /// days, the cap of every wait).
     #[serde(default, deserialize_with = "flow_core::optional_duration")]
     #[schemars(with = "String")]
     pub max_backoff: Option<Duration>,
     /// Draw each wait between half and all of it.
     #[serde(default)]
     pub jitter: bool,
+}
+
+/// A whole number as written: one beyond `u64` reads as `u64::MAX`, so the
+/// checks say it is over its limit rather than that it is not a number.
+struct Whole(u64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WholeVisitor;
+
+        impl serde::de::Visitor<'_> for WholeVisitor {
+            type Value = u64;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number, 0 or more")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_type(serde::de::Unexpected::Signed(v), &self))
+            }
+
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<u64, E> {
+                Ok(u64::try_from(v).unwrap_or(u64::MAX))
+            }
+
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<u64, E> {
+                match u128::try_from(v) {
+                    Ok(v) => self.visit_u128(v),
+                    Err(_) => Err(E::invalid_type(
+                        serde::de::Unexpected::Other(&format!("integer `{v}`")),
+                        &self,
+                    )),
+                }
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+                // Digits too many for any integer type read as a float.
+                if v.is_finite() && v.fract() == 0.0 && v >= u64::MAX as f64 {
+                    Ok(u64::MAX)
+                } else {
+                    Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+                }
+            }
+        }
+
+        deserializer.deserialize_any(WholeVisitor).map(Whole)
+    }
+}
+
+fn optional_usize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let n = Option::<Whole>::deserialize(d)?;
+    Ok(n.map(|Whole(n)| usize::try_from(n).unwrap_or(usize::MAX)))
+}
+
+fn optional_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = Option::<Whole>::deserialize(d)?;
+    Ok(n.map(|Whole(n)| u32::try_from(n).unwrap_or(u32::MAX)))
+}
+
+fn required_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let Whole(n) = Whole::deserialize(d)?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }

@@ -2,7 +2,7 @@
 //! timeouts, queue order and bounds, output order), from the stage or from
 //! `defaults:`, resolved into a [`FlowControl`] and a [`QueueConfig`].
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flow_core::Expr;
@@ -11,7 +11,7 @@ use super::Checker;
 use crate::control::{DEFAULT_BACKOFF, FlowControl, RetryPolicy, parse_bytes};
 use crate::queue::QueueConfig;
 use crate::rate::{Limiter, Rate};
-use crate::spec::{Order, PipelineSpec, StageSpec};
+use crate::spec::{MAX_ATTEMPTS, MAX_BURST, Order, PipelineSpec, StageSpec};
 use crate::suggest::hint;
 
 /// A setting as found: the stage's own, or the default's.
@@ -31,6 +31,15 @@ impl<T> Found<'_, T> {
         } else {
             format!("defaults.{key}")
         }
+    }
+}
+
+/// What is wrong with a bucket size, if anything.
+fn burst_problem(burst: u32) -> Option<String> {
+    match burst {
+        0 => Some("must be at least 1".into()),
+        b if b > MAX_BURST => Some(format!("must be at most {MAX_BURST}")),
+        _ => None,
     }
 }
 
@@ -65,8 +74,8 @@ impl Checker<'_> {
     pub(super) fn resolve_limits(
         &mut self,
         spec: &PipelineSpec,
-    ) -> HashMap<String, Option<Arc<Limiter>>> {
-        let mut limits = HashMap::new();
+    ) -> BTreeMap<String, Option<Arc<Limiter>>> {
+        let mut limits = BTreeMap::new();
         for (name, limit) in &spec.limits {
             let path = format!("limits.{name}");
             let rate = match limit.rate().parse::<Rate>() {
@@ -83,9 +92,9 @@ impl Checker<'_> {
                 }
             };
             let burst = limit.burst().unwrap_or(1);
-            if burst == 0 {
+            if let Some(why) = burst_problem(burst) {
                 let pos = self.positions.value(&format!("{path}.burst"));
-                self.report(None, pos, format!("{path}.burst: must be at least 1"));
+                self.report(None, pos, format!("{path}.burst: {why}"));
                 limits.insert(name.clone(), None);
                 continue;
             }
@@ -102,7 +111,7 @@ impl Checker<'_> {
         spec: &PipelineSpec,
         source: bool,
         capacity: usize,
-        limits: &HashMap<String, Option<Arc<Limiter>>>,
+        limits: &BTreeMap<String, Option<Arc<Limiter>>>,
     ) -> (FlowControl, QueueConfig) {
         let d = &spec.defaults;
         let mut control = FlowControl::default();
@@ -110,18 +119,19 @@ impl Checker<'_> {
         let name = s.name.as_str();
 
         // Keys about an input queue or about retrying items mean nothing to
-        // a source: its failure stops the run.
+        // a source: a bad record goes to its `on_error`, and its own
+        // failure stops the run.
         if source {
             let inapplicable = [
                 (
                     "retry",
                     s.retry.is_some(),
-                    "a source's failure stops the run; retries are for processors and sinks",
+                    "a source is never retried (a bad record goes to its on_error); retries are for processors and sinks",
                 ),
                 (
                     "timeout",
                     s.timeout.is_some(),
-                    "a source's failure stops the run; timeouts are for processors and sinks",
+                    "a source has no timeout per item; timeouts are for processors and sinks",
                 ),
                 ("order", s.order.is_some(), "a source has no input queue"),
                 (
@@ -150,14 +160,12 @@ impl Checker<'_> {
 
         // Rate limit: a named limit, or an inline rate with its own bucket.
         let burst = pick(i, "burst", &s.burst, &d.burst, source);
-        if let Some(b) = burst.as_ref().filter(|b| *b.value == 0) {
+        if let Some(b) = &burst
+            && let Some(why) = burst_problem(*b.value)
+        {
             let pos = self.positions.value(&b.path);
             let stage = b.own.then_some(name);
-            self.report(
-                stage,
-                pos,
-                format!("{}: must be at least 1", b.key("burst")),
-            );
+            self.report(stage, pos, format!("{}: {why}", b.key("burst")));
         }
         let rate = pick(i, "rate", &s.rate, &d.rate, source);
         let rated = rate.is_some();
@@ -192,21 +200,25 @@ impl Checker<'_> {
                     match rate.value.parse::<Rate>() {
                         Ok(r) => {
                             let b = burst.as_ref().map_or(1, |b| *b.value);
-                            control.rate = Some(Arc::new(Limiter::new(r, b.max(1))));
+                            let b = b.clamp(1, MAX_BURST);
+                            control.rate = Some(Arc::new(Limiter::new(r, b)));
                             control.rate_text = Some(rate.value.trim().to_string());
                         }
                         Err(e) => self.report(stage, pos, format!("{}: {e}", rate.key("rate"))),
                     }
                 } else {
-                    // Sorted, so a tie between two near names is always
-                    // broken the same way.
-                    let mut names: Vec<&str> = limits.keys().map(String::as_str).collect();
-                    names.sort_unstable();
+                    // The names are sorted (a map ordered by key), so a tie
+                    // between two near names is always broken the same way.
+                    let names = limits.keys().map(String::as_str);
+                    let hint = if self.may_hint() {
+                        hint(rate.value, names)
+                    } else {
+                        String::new()
+                    };
                     let message = format!(
-                        "{}: \"{}\" is neither a rate like 5/s nor a limit under `limits:`{}",
+                        "{}: \"{}\" is neither a rate like 5/s nor a limit under `limits:`{hint}",
                         rate.key("rate"),
                         rate.value,
-                        hint(rate.value, names)
                     );
                     self.report(stage, pos, message);
                 }
@@ -226,13 +238,14 @@ impl Checker<'_> {
             let stage = retry.own.then_some(name);
             let key = retry.key("retry");
             let r = retry.value;
-            if r.attempts == 0 {
+            let why = match r.attempts {
+                0 => Some("must be at least 1 (the first try counts)".to_string()),
+                n if n > MAX_ATTEMPTS => Some(format!("must be at most {MAX_ATTEMPTS}")),
+                _ => None,
+            };
+            if let Some(why) = why {
                 let pos = self.positions.value(&format!("{}.attempts", retry.path));
-                self.report(
-                    stage,
-                    pos,
-                    format!("{key}.attempts: must be at least 1 (the first try counts)"),
-                );
+                self.report(stage, pos, format!("{key}.attempts: {why}"));
             }
             let backoff = r.backoff.unwrap_or(DEFAULT_BACKOFF);
             if let Some(max) = r.max_backoff.filter(|m| *m < backoff) {
@@ -250,7 +263,7 @@ impl Checker<'_> {
                 self.report(stage, pos, message);
             }
             control.retry = RetryPolicy {
-                attempts: r.attempts.max(1),
+                attempts: r.attempts.clamp(1, MAX_ATTEMPTS),
                 backoff,
                 max_backoff: r.max_backoff,
                 jitter: r.jitter,
@@ -321,8 +334,15 @@ impl Checker<'_> {
     /// Compiles a runner-owned expression, reporting an error at the column
     /// inside it.
     fn expression(&mut self, i: usize, stage: &str, key: &str, code: &str) -> Option<Expr> {
+        // The same text in many stages is compiled once.
+        if let Some(e) = self.expressions.get(code) {
+            return Some(e.clone());
+        }
         match Expr::compile(code) {
-            Ok(e) => Some(e),
+            Ok(e) => {
+                self.expressions.insert(code.to_string(), e.clone());
+                Some(e)
+            }
             Err(e) => {
                 let pos = self
                     .positions
