@@ -145,6 +145,14 @@ impl CsvRows {
                     if counted - ending > self.max {
                         return Ok(Some(Row::TooLong { line, raw }));
                     }
+                    if !self.keep {
+                        // Counting: positions were not kept.
+                        return Ok(Some(Row::Fields {
+                            line,
+                            fields: Vec::new(),
+                            raw: &[],
+                        }));
+                    }
                     if many || fields > max_fields as u64 {
                         return Ok(Some(Row::TooManyFields {
                             line,
@@ -250,6 +258,14 @@ mod tests {
             ]
         );
         assert_eq!(count(&text, 10), 5);
+        // Counting keeps nothing, however long the rows.
+        let text = format!(
+            "a\n{}\n\"{}\"\n{}",
+            "z".repeat(100_000),
+            "q\n".repeat(50_000),
+            "e".repeat(70_000)
+        );
+        assert_eq!(count(&text, 10), 4);
         // Exactly at the limit, with either line ending, is fine.
         assert_eq!(
             rows("0123456789\r\nabc", 10, 2),

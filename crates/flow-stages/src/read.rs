@@ -1302,6 +1302,41 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_endless_record_is_reported_as_soon_as_it_passes_the_limit() {
+        for format in ["lines", "jsonl"] {
+            let with =
+                serde_json::json!({"path": "/dev/zero", "format": format, "max_record": "64KiB"});
+            let mut source = source(Path::new("/"), with);
+            let mut out = Output::new();
+            assert_eq!(source.next(&mut out).await.unwrap(), Next::More);
+            let failed = out.take_failed();
+            assert_eq!(failed.len(), 1, "{format}");
+            assert_eq!(
+                failed[0].1.message(),
+                "/dev/zero:1: record longer than 64 KiB (max_record)"
+            );
+            let record = value_text(&failed[0].0.value);
+            assert_eq!(record, format!("{}…", "\0".repeat(4096)));
+            // Dropping the source stops the reader, which would skip zeros
+            // for ever otherwise.
+        }
+        let with = serde_json::json!({"path": "/dev/zero", "format": "csv", "max_record": "64KiB"});
+        let (got, error) = run(Path::new("/"), with).await;
+        assert!(got.is_empty());
+        assert_eq!(
+            error.as_deref(),
+            Some("/dev/zero:1: the header is longer than 64 KiB (max_record)")
+        );
+        let with = serde_json::json!({"path": "/dev/zero", "format": "json"});
+        let (_, error) = run(Path::new("/"), with).await;
+        assert_eq!(
+            error.as_deref(),
+            Some("/dev/zero:1:1: expected a JSON array, found byte 0x00")
+        );
+    }
+
     #[tokio::test]
     async fn a_record_at_max_record_is_read() {
         let dir = files(&[("a.txt", b"0123456789\r\n0123456789")]);
