@@ -58,9 +58,9 @@ use crate::limits::{InvalidUtf8, Size};
 /// chatty process never blocks on it.
 ///
 /// Failures: an answer that is not JSON, an answer longer than
-/// `max_answer`, a broken protocol, or a process that exits before
-/// answering, fails the item with a retryable error, and the worker starts
-/// a fresh process for its next item. So does a `timeout`, since the old
+/// `max_answer`, no answer within `answer_timeout`, a broken protocol, or a
+/// process that exits before answering, fails the item with a retryable
+/// error, and the worker starts a fresh process for its next item. So does a `timeout`, since the old
 /// process could still answer the abandoned item. Retries and timeouts are
 /// the stage's `retry:` and `timeout:` settings.
 ///
@@ -90,6 +90,14 @@ pub struct ExecOptions {
     #[serde(default, deserialize_with = "flow_core::optional_duration")]
     #[schemars(with = "String")]
     pub stop_timeout: Option<Duration>,
+    /// How long one item may take, from being sent to being answered,
+    /// before it fails (retryable: `the process did not answer within 10m
+    /// (answer_timeout)`) and the process is restarted, so a program that
+    /// never answers cannot hang the run. Default: none of its own when the
+    /// stage has a `timeout:` (which then bounds each attempt), else `10m`.
+    #[serde(default, deserialize_with = "flow_core::optional_duration")]
+    #[schemars(with = "String")]
+    pub answer_timeout: Option<Duration>,
     /// The longest answer line, in bytes (`16MiB`; a size like `64KiB`,
     /// `1GiB`, or a number of bytes). A longer answer fails the item
     /// (retryable: `the answer is longer than 16 MiB (max_answer)`) and
@@ -128,6 +136,10 @@ fn default_log_lines_per_second() -> u32 {
 
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an item waits for its answer when neither `answer_timeout`
+/// nor the stage's `timeout:` says.
+const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// How much of a bad answer an error message quotes.
 const QUOTE_LIMIT: usize = 80;
 
@@ -141,6 +153,7 @@ struct Program {
     env: BTreeMap<String, String>,
     cwd: PathBuf,
     stop_timeout: Duration,
+    answer_timeout: Option<Duration>,
     max_answer: Size,
     log: LogLimits,
     utf8: InvalidUtf8,
@@ -224,24 +237,43 @@ impl Processor for Exec {
                 quote(&unread)
             )));
         }
+        // Buffers grown by a large item are not kept for the small ones.
+        for buf in [&mut self.request, &mut self.answer] {
+            if buf.capacity() > 1 << 20 {
+                *buf = Vec::new();
+            }
+        }
         self.request.clear();
         flow_core::value::write_json(&mut self.request, input)?;
         self.request.push(b'\n');
         self.answer.clear();
         let max = self.program.max_answer.as_usize();
         self.in_call = true;
-        let exchanged = process.exchange(&self.request, &mut self.answer, max).await;
+        let exchange = process.exchange(&self.request, &mut self.answer, max);
+        let exchanged = match self.program.answer_timeout {
+            None => Some(exchange.await),
+            Some(limit) => tokio::time::timeout(limit, exchange).await.ok(),
+        };
         self.in_call = false;
         match exchanged {
-            Ok(()) => {}
-            Err(Broken::TooLong) => {
+            Some(Ok(())) => {}
+            None => {
+                self.kill("it did not answer in time").await;
+                let limit = self.program.answer_timeout.unwrap_or_default();
+                return Err(StageError::retryable(format!(
+                    "the process did not answer within {} (answer_timeout); the process is \
+                     restarted",
+                    humantime::format_duration(limit)
+                )));
+            }
+            Some(Err(Broken::TooLong)) => {
                 self.kill("its answer was too long").await;
                 return Err(StageError::retryable(format!(
                     "the answer is longer than {} (max_answer); the process is restarted",
                     self.program.max_answer
                 )));
             }
-            Err(broken) => return Err(self.reap_broken(broken).await),
+            Some(Err(broken)) => return Err(self.reap_broken(broken).await),
         }
         let answer = trim_newline(&self.answer);
         match flow_core::json::parse(answer, self.program.utf8.json()) {
@@ -695,6 +727,7 @@ impl StageOptions for ExecOptions {
             },
             env: self.env,
             stop_timeout: self.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            answer_timeout: answer_timeout(self.answer_timeout, ctx.timeout),
             max_answer: self.max_answer,
             log: LogLimits {
                 max_line: self.max_log_line.as_usize(),
@@ -707,6 +740,17 @@ impl StageOptions for ExecOptions {
             return Err(ConfigError::new("cwd", message));
         }
         Ok(Stage::processor(move |_| Exec::start(program.clone())))
+    }
+}
+
+/// The limit on one answer: `answer_timeout` if set; none of its own if
+/// the stage has a `timeout:` (the runner's bounds each attempt); else
+/// [`DEFAULT_ANSWER_TIMEOUT`].
+fn answer_timeout(set: Option<Duration>, stage_timeout: Option<Duration>) -> Option<Duration> {
+    match (set, stage_timeout) {
+        (Some(limit), _) => Some(limit),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_ANSWER_TIMEOUT),
     }
 }
 
@@ -1003,6 +1047,35 @@ for line in sys.stdin:
     async fn answer_of_cat(w: &mut dyn Processor) {
         let outputs = call(w, int(42)).await.unwrap();
         assert_eq!(outputs, [int(42)]);
+    }
+
+    #[tokio::test]
+    async fn no_answer_within_answer_timeout_fails_the_item_and_restarts_the_process() {
+        // A shell echo (quick to start: the limit also covers the start of
+        // the first answer) that never answers "never".
+        let script =
+            r#"while read -r l; do case "$l" in '"never"') sleep 600;; *) echo "$l";; esac; done"#;
+        let with = serde_json::json!({ "command": ["sh", "-c", script], "answer_timeout": "2s" });
+        let mut w = worker_in(Path::new("."), with);
+        assert_eq!(call(&mut *w, int(1)).await.unwrap(), [int(1)]);
+        let err = call(&mut *w, flow_core::value::string("never"))
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable());
+        assert_eq!(
+            err.message(),
+            "the process did not answer within 2s (answer_timeout); the process is restarted"
+        );
+        assert_eq!(call(&mut *w, int(2)).await.unwrap(), [int(2)]);
+    }
+
+    #[test]
+    fn the_answer_timeout_defaults_to_ten_minutes_unless_the_stage_has_a_timeout() {
+        let (minute, hour) = (Duration::from_secs(60), Duration::from_secs(3600));
+        assert_eq!(answer_timeout(None, None), Some(Duration::from_secs(600)));
+        assert_eq!(answer_timeout(None, Some(minute)), None);
+        assert_eq!(answer_timeout(Some(hour), Some(minute)), Some(hour));
+        assert_eq!(answer_timeout(Some(minute), None), Some(minute));
     }
 
     #[tokio::test]

@@ -168,8 +168,9 @@ impl<'a> Claim<'a> {
         let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
         if !written.insert(relative.to_path_buf()) {
             return Err(StageError::permanent(format!(
-                "file name {name:?} was already written by an earlier item of this run \
-                 (duplicates: fail)"
+                "file name {} was already written by an earlier item of this run \
+                 (duplicates: fail)",
+                shown(name)
             )));
         }
         Ok(Claim {
@@ -201,8 +202,8 @@ impl Target {
             Some(Value::TStr(b) | Value::BStr(b)) => match self.utf8.decode(&b) {
                 Ok(name) => Ok(name.into_owned()),
                 Err(at) => Err(StageError::permanent(format!(
-                    "file name {:?} is not valid UTF-8 (at byte {}; invalid_utf8: error)",
-                    String::from_utf8_lossy(&b),
+                    "file name {} is not valid UTF-8 (at byte {}; invalid_utf8: error)",
+                    shown(&String::from_utf8_lossy(&b)),
                     at + 1
                 ))),
             },
@@ -256,6 +257,15 @@ impl Contents {
     }
 }
 
+/// A name for a message: quoted, its first 200 characters.
+fn shown(name: &str) -> String {
+    let mut cut: String = name.chars().take(200).collect();
+    if cut.len() < name.len() {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
 /// `name` as a path that stays inside the directory it is joined to, or
 /// why it would not.
 fn inside_dir(name: &str) -> Result<PathBuf, String> {
@@ -263,7 +273,10 @@ fn inside_dir(name: &str) -> Result<PathBuf, String> {
         return Err("the file name is empty".into());
     }
     if name.contains('\0') {
-        return Err(format!("file name {name:?} contains a NUL character"));
+        return Err(format!(
+            "file name {} contains a NUL character",
+            shown(name)
+        ));
     }
     let mut path = PathBuf::new();
     for part in Path::new(name).components() {
@@ -273,9 +286,9 @@ fn inside_dir(name: &str) -> Result<PathBuf, String> {
                 if len > NAME_MAX {
                     let start: String = p.to_string_lossy().chars().take(40).collect();
                     return Err(format!(
-                        "file name {:?} has a part of {len} bytes ({start:?}…); \
+                        "file name {} has a part of {len} bytes ({start:?}…); \
                          a file or directory name may have at most {NAME_MAX}",
-                        crate::limits::quote_record(name.as_bytes())
+                        shown(name)
                     ));
                 }
                 path.push(p)
@@ -283,19 +296,24 @@ fn inside_dir(name: &str) -> Result<PathBuf, String> {
             Component::CurDir => {}
             Component::ParentDir => {
                 return Err(format!(
-                    "file name {name:?} would leave `dir`: `..` is not allowed"
+                    "file name {} would leave `dir`: `..` is not allowed",
+                    shown(name)
                 ));
             }
             Component::RootDir | Component::Prefix(_) => {
                 return Err(format!(
-                    "file name {name:?} is absolute: names are relative to `dir`"
+                    "file name {} is absolute: names are relative to `dir`",
+                    shown(name)
                 ));
             }
         }
     }
     let last = name.rsplit(['/', std::path::MAIN_SEPARATOR]).next();
     if path.as_os_str().is_empty() || matches!(last, Some("" | ".")) {
-        return Err(format!("file name {name:?} names a directory, not a file"));
+        return Err(format!(
+            "file name {} names a directory, not a file",
+            shown(name)
+        ));
     }
     Ok(path)
 }
@@ -315,9 +333,9 @@ fn temp_name() -> String {
 /// Why a path under `dir` cannot be written, as a permanent error.
 fn refused(relative: &Path, walked: &Path, why: &str) -> StageError {
     StageError::permanent(format!(
-        "cannot write {:?}: {:?} under `dir` {why}",
-        relative.display().to_string(),
-        walked.display().to_string()
+        "cannot write {}: {} under `dir` {why}",
+        shown(&relative.display().to_string()),
+        shown(&walked.display().to_string())
     ))
 }
 
@@ -648,6 +666,22 @@ mod tests {
         }
         assert!(listing(&base.path().join("out")).is_empty());
         assert_eq!(listing(base.path()), ["out"], "nothing written beside dir");
+    }
+
+    #[tokio::test]
+    async fn messages_quote_at_most_200_characters_of_a_name() {
+        let base = tempfile::tempdir().unwrap();
+        let with = serde_json::json!({ "dir": "out", "name": ".name" });
+        let mut w = worker(base.path(), with);
+        let huge = format!("../{}", "x/".repeat(500_000));
+        let err = write(&mut w, named(&huge, "x")).await.unwrap_err();
+        assert_eq!(
+            err.message(),
+            format!(
+                "file name \"../{}…\" would leave `dir`: `..` is not allowed",
+                "x/".repeat(98) + "x"
+            )
+        );
     }
 
     #[tokio::test]
