@@ -184,16 +184,19 @@ struct Exec {
     answer: Vec<u8>,
 }
 
-/// A running process and its pipes.
+/// A running process and its pipes. Dropped before it was ended (a worker
+/// dropped mid-item), it kills its process group, the process included.
 struct Process {
     child: Child,
     pid: u32,
-    stdin: ChildStdin,
+    /// `None` once closed, at the end of the input.
+    stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
-    logger: JoinHandle<()>,
+    /// `None` once handed to the worker's loggers to join.
+    logger: Option<JoinHandle<()>>,
     /// The process group, registered so a forced exit of flow kills it;
-    /// dropped with the process, once it is reaped.
-    _group: Option<flow_core::children::Registered>,
+    /// dropped once the process is reaped and its group killed.
+    group: Option<flow_core::children::Registered>,
 }
 
 /// Why an exchange with the process got no answer line.
@@ -297,18 +300,10 @@ impl Processor for Exec {
         if self.in_call {
             self.kill("its last item was abandoned (timed out)").await;
         }
-        if let Some(process) = self.process.take() {
+        if let Some(mut process) = self.process.take() {
             let who = process.who(&self.program);
-            let Process {
-                mut child,
-                pid,
-                stdin,
-                mut stdout,
-                logger,
-                _group,
-            } = process;
-            drop(stdin);
-            match tokio::time::timeout(stop_timeout, child.wait()).await {
+            drop(process.stdin.take());
+            match tokio::time::timeout(stop_timeout, process.child.wait()).await {
                 Ok(Ok(status)) if status.success() => {}
                 Ok(Ok(status)) => tracing::warn!("{who}: ended with {status}"),
                 Ok(Err(e)) => tracing::warn!("{who}: cannot wait for the process: {e}"),
@@ -317,16 +312,15 @@ impl Processor for Exec {
                         "{who}: still running {} after its input closed; killing it",
                         humantime::format_duration(stop_timeout)
                     );
-                    kill_group(pid);
-                    let _ = child.kill().await;
+                    kill_group(process.pid);
+                    let _ = process.child.kill().await;
                 }
             }
             // What it left running in its group goes with it.
-            kill_group(pid);
-            drop(_group);
-            let left = tokio::time::timeout(stop_timeout, left_over(&mut stdout)).await;
-            drop(stdout);
-            self.loggers.push(logger);
+            process.ended();
+            let left = tokio::time::timeout(stop_timeout, left_over(&mut process.stdout)).await;
+            self.loggers.extend(process.logger.take());
+            drop(process);
             if let Ok(Some(unread)) = left {
                 self.join_loggers().await;
                 return Err(StageError::permanent(format!(
@@ -376,7 +370,8 @@ impl Exec {
             tracing::debug!("{}: killed: {why}", process.who(&self.program));
             kill_group(process.pid);
             let _ = process.child.kill().await;
-            self.retire(process.logger);
+            process.ended();
+            self.retire(process.logger.take());
         }
     }
 
@@ -397,8 +392,8 @@ impl Exec {
                     None
                 }
             };
-        kill_group(process.pid);
-        self.retire(process.logger);
+        process.ended();
+        self.retire(process.logger.take());
         StageError::retryable(match (status, broken) {
             (Some(status), _) => format!("the process ended before answering ({status})"),
             (None, Broken::Closed) => "the process closed its stdout before answering".into(),
@@ -408,9 +403,9 @@ impl Exec {
         })
     }
 
-    fn retire(&mut self, logger: JoinHandle<()>) {
+    fn retire(&mut self, logger: Option<JoinHandle<()>>) {
         self.loggers.retain(|l| !l.is_finished());
-        self.loggers.push(logger);
+        self.loggers.extend(logger);
     }
 }
 
@@ -463,11 +458,19 @@ impl Process {
         Ok(Process {
             child,
             pid,
-            stdin,
+            stdin: Some(stdin),
             stdout,
-            logger,
-            _group: group,
+            logger: Some(logger),
+            group,
         })
+    }
+
+    /// The process has been reaped: kills what it left in its group, and
+    /// forgets the group.
+    fn ended(&mut self) {
+        if self.group.take().is_some() {
+            kill_group(self.pid);
+        }
     }
 
     /// Writes one request line while it reads one answer line (with its
@@ -481,6 +484,9 @@ impl Process {
     ) -> Result<(), Broken> {
         let stdin = &mut self.stdin;
         let write = async {
+            let stdin = stdin
+                .as_mut()
+                .ok_or_else(|| std::io::Error::other("stdin is closed"))?;
             stdin.write_all(request).await?;
             stdin.flush().await
         };
@@ -529,6 +535,16 @@ impl Process {
     /// How the log names this process: `stage[pid]`.
     fn who(&self, program: &Program) -> String {
         format!("{}[{}]", program.stage, self.pid)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Not ended: the worker was dropped with its process running (the
+        // child itself is also killed by `kill_on_drop`).
+        if self.group.is_some() {
+            kill_group(self.pid);
+        }
     }
 }
 
@@ -1226,6 +1242,23 @@ for line in sys.stdin:
         let ready = unsafe { libc::poll(&mut poll, 1, 30_000) };
         unsafe { libc::close(pidfd) };
         assert_eq!(ready, 1, "the process left in the group was killed");
+
+        // A worker dropped while its process runs takes the group with it.
+        let mut w = python(script);
+        let (sleeper, pid) = answer(&mut *w, int(1)).await;
+        let sleeper = flow_core::value::as_f64(&sleeper).unwrap() as i32;
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, sleeper, 0) } as i32;
+        assert!(pidfd >= 0, "the sleeper runs");
+        drop(w);
+        assert!(!flow_core::children::registered().contains(&pid));
+        let mut poll = libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ready = unsafe { libc::poll(&mut poll, 1, 30_000) };
+        unsafe { libc::close(pidfd) };
+        assert_eq!(ready, 1, "the group of a dropped worker was killed");
     }
 
     fn build_error(with: serde_json::Value) -> ConfigError {

@@ -473,6 +473,11 @@ impl Snapshot {
                 "{name}: the file {what}; its records may be incomplete"
             ))
         };
+        // A size of 0 says nothing: files in /proc and /sys, some FUSE
+        // file systems, have content but no size.
+        if self.size == 0 {
+            return self.same_name(name, path);
+        }
         if read < self.size {
             return Err(changed(format!(
                 "was truncated while it was read: {} bytes when it was opened, its end came after {}",
@@ -487,10 +492,16 @@ impl Snapshot {
                 now.len()
             )));
         }
+        self.same_name(name, path)
+    }
+
+    /// The file's name still leads to it (a removed file was read whole).
+    fn same_name(&self, name: &str, path: &Path) -> Result<(), StageError> {
         match std::fs::metadata(path) {
-            Ok(meta) if identity(&meta) != self.id => Err(changed(
-                "was replaced while it was read: its name leads to another file now".into(),
-            )),
+            Ok(meta) if identity(&meta) != self.id => Err(StageError::permanent(format!(
+                "{name}: the file was replaced while it was read: its name leads to another \
+                 file now; its records may be incomplete"
+            ))),
             _ => Ok(()),
         }
     }
@@ -1601,6 +1612,19 @@ mod tests {
         // The old file was read whole, then found replaced.
         assert_eq!(items, 200_000);
         assert!(err.ends_with("big.txt: the file was replaced while it was read: its name leads to another file now; its records may be incomplete"), "{err}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_file_without_a_size_is_read_whole_without_a_false_alarm() {
+        // /proc files say they are empty, then have content.
+        let (got, error) = run(
+            Path::new("/"),
+            serde_json::json!({"path": "/proc/self/status"}),
+        )
+        .await;
+        assert_eq!(error, None);
+        assert!(got.iter().any(|l| l.starts_with(r#""Name:"#)), "{got:?}");
     }
 
     #[test]
