@@ -112,7 +112,7 @@ flow_core::inventory::submit! {
         "files",
         StageKind::Sink,
         "Writes one file per item (bytes, text or JSON) under a directory.",
-        "- name: save\n  type: files\n  with: { dir: out/titles, name: '\"\\(.id).txt\"', field: title }\n",
+        "- name: save\n  type: files\n  with: { dir: out/titles, name: '\"\\(.id).txt\"', field: title, duplicates: replace }\n",
     )
 }
 
