@@ -23,7 +23,11 @@ pub mod stdout;
 pub mod unbatch;
 pub mod write;
 
+mod csv_rows;
 mod format;
+mod glob_walk;
+mod json_array;
+mod limits;
 
 /// The names of the stage types this crate registers.
 pub const TYPES: [&str; 17] = [

@@ -1,7 +1,8 @@
 //! `read`: emits the records of files, or of stdin: lines, JSON lines, the
 //! elements of a JSON array, CSV rows, or whole files as binary items.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use flow_core::value::{bytes, object, parse_json, string};
+use flow_core::value::{bytes, object, string};
 use flow_core::{
     BATCH, BuildContext, ConfigError, Next, Output, Source, Stage, StageError, StageKind,
     StageOptions, StageType, Value, async_trait,
@@ -18,14 +19,29 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::csv_rows::{CsvRows, Row};
+use crate::glob_walk::{expand as walk_glob, identity};
+use crate::json_array::{self, Piece, Pos, ScanError};
+use crate::limits::{InvalidUtf8, Size, quote_record};
+
 /// Reads files, or standard input, and emits their records as items.
 /// Reading runs on its own thread, so a slow disk or an idle stdin never
 /// holds up the other stages; items read from a pipe are passed on as soon
 /// as the reader would wait for more, not held for a full batch.
 ///
-/// A file that cannot be read, or a record that cannot be parsed, stops the
-/// run (exit code 1) with the file and line in the message, after the
-/// records before it are handled.
+/// A record that cannot be read is that record's error, naming the file
+/// and line: one longer than `max_record`, one that does not parse (a line
+/// that is not JSON, a CSV row with the wrong number of fields), text that
+/// is not UTF-8. The stage's `on_error` decides: `fail` (the default for a
+/// source) stops the run (exit code 1) once the records before it are
+/// handled; `drop` counts and logs it and reading goes on with the next
+/// record; a stage name receives `{"item": "<the record's text, at most its
+/// first 4 KiB>", "error": {…}}` and reading goes on. A file that cannot be
+/// opened or read, or that is wrong as a whole (a `json` file that is not
+/// an array, a CSV header naming a column twice), stops the run naming the
+/// file; so does a regular file that shrinks or is replaced while it is
+/// read (`data.jsonl: the file was truncated while it was read: …`), after
+/// the records read from it before.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadOptions {
@@ -33,7 +49,10 @@ pub struct ReadOptions {
     /// standard input; or a glob (a path with `*`, `?` or `[`, like
     /// `data/*.csv` or `logs/**/*.jsonl`): every matching file is read, in
     /// sorted order, as if they were one input. A glob that matches no file
-    /// stops the run. Write `[*]` for a literal `*` in a name.
+    /// stops the run. Write `[*]` for a literal `*` in a name. Each file is
+    /// read once, even when the glob reaches it by several paths (links,
+    /// hard links); `**` follows links to directories but enters each
+    /// directory once, so a link loop ends.
     pub path: String,
     /// `lines`: each line is a string item (the default). `jsonl`: each
     /// non-blank line is a JSON document. `json`: the file holds one JSON
@@ -45,9 +64,44 @@ pub struct ReadOptions {
     /// more or fewer fields than the header is an error. `bytes`: each file
     /// is one item `{path, name, body}`, with the file's path, its name
     /// without the directory, and its contents as binary in `body` (where
-    /// `image` and `files` look by default).
+    /// `image` and `files` look by default). JSON is strict (RFC 8259: no
+    /// comments, `NaN` or trailing commas) and nests at most 256 deep. A
+    /// UTF-8 byte order mark at the start of a file is skipped.
     #[serde(default)]
     pub format: ReadFormat,
+    /// The longest record, in bytes: a line (without its line ending), a
+    /// CSV row, a JSON array element. A size like `64KiB`, `16MiB`, `1GB`,
+    /// or a number of bytes. A longer record is that record's error
+    /// (`data.jsonl:3: record longer than 16 MiB (max_record)`), raised as
+    /// soon as the reader passes the limit; the rest of the record is
+    /// skipped without being kept, so memory stays bounded even on an
+    /// input that never ends a line (`/dev/zero`). While it is parsed, a
+    /// record takes a small multiple of its size in memory.
+    #[serde(default = "default_max_record")]
+    #[schemars(with = "String")]
+    pub max_record: Size,
+    /// With `format: bytes`: the largest file, in bytes (`1GiB`; a size
+    /// like `max_record`'s). A larger file is that file's error
+    /// (`photo.png: the file is larger than 1 GiB (max_file)`), and is not
+    /// read.
+    #[serde(default = "default_max_file")]
+    #[schemars(with = "String")]
+    pub max_file: Size,
+    /// What text that is not valid UTF-8 does, in `lines`, `jsonl`, `json`
+    /// and `csv`: `error` (the default) makes it that record's error,
+    /// naming the file, the line and where (`data.txt:3: invalid UTF-8 at
+    /// byte 5 of the line (invalid_utf8: error)`); `replace` substitutes
+    /// U+FFFD for each invalid sequence.
+    #[serde(default)]
+    pub invalid_utf8: InvalidUtf8,
+}
+
+fn default_max_record() -> Size {
+    Size::mib(16)
+}
+
+fn default_max_file() -> Size {
+    Size::gib(1)
 }
 
 /// How `read` splits its input into items.
@@ -72,17 +126,40 @@ enum Input {
     Glob(String),
 }
 
-type Batches = mpsc::Receiver<Result<Vec<Value>, StageError>>;
+/// The limits a reader holds records to.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_record: Size,
+    max_file: Size,
+    utf8: InvalidUtf8,
+}
+
+/// What the reading thread sends the source task, in the order it read
+/// them: items, a record that failed (so it keeps its place among the
+/// items), and the end.
+enum Chunk {
+    Items(Vec<Value>),
+    Failed(Value, StageError),
+    End,
+}
+
+type Batches = mpsc::Receiver<Result<Chunk, StageError>>;
+
+/// How many bytes of records a batch holds at most before it is sent,
+/// besides [`BATCH`] items: so that large records move a few at a time.
+const BATCH_BYTES: usize = 1 << 20;
 
 struct Read {
     input: Input,
     format: ReadFormat,
+    limits: Limits,
     batches: Option<Batches>,
-    /// How many items a file input holds (`u64::MAX` until known): counted
-    /// ahead of the reading by [`spawn_counter`], then set to the items
-    /// emitted once every file has been read.
+    /// How many records a file input holds (`u64::MAX` until known):
+    /// counted ahead of the reading by [`spawn_counter`], then set to the
+    /// records read (emitted or failed) once every file has been read.
     total: Arc<AtomicU64>,
-    emitted: u64,
+    /// Records emitted or failed so far.
+    records: u64,
 }
 
 #[async_trait]
@@ -90,21 +167,36 @@ impl Source for Read {
     async fn next(&mut self, out: &mut Output) -> Result<Next, StageError> {
         let batches = self.batches.get_or_insert_with(|| {
             spawn_counter(&self.input, self.format, Arc::downgrade(&self.total));
-            spawn_reader(self.input.clone(), self.format)
+            spawn_reader(self.input.clone(), self.format, self.limits)
         });
         match batches.recv().await {
-            Some(Ok(values)) => {
-                self.emitted += values.len() as u64;
+            Some(Ok(Chunk::Items(values))) => {
+                self.records += values.len() as u64;
                 values.into_iter().for_each(|v| out.emit(v));
                 Ok(Next::More)
             }
-            Some(Err(e)) => Err(e),
-            None => {
+            Some(Ok(Chunk::Failed(record, error))) => {
+                self.records += 1;
+                out.fail(record, error);
+                Ok(Next::More)
+            }
+            Some(Ok(Chunk::End)) => {
                 if !matches!(self.input, Input::Stdin) {
-                    self.total.store(self.emitted, Ordering::Relaxed);
+                    let counted = self.total.swap(self.records, Ordering::Relaxed);
+                    if counted != u64::MAX && counted > self.records {
+                        tracing::warn!(
+                            "{} records read, {counted} counted ahead: the input changed while \
+                             it was read",
+                            self.records
+                        );
+                    }
                 }
                 Ok(Next::Done)
             }
+            Some(Err(e)) => Err(e),
+            None => Err(StageError::permanent(
+                "the reading thread ended without finishing the input",
+            )),
         }
     }
 
@@ -118,10 +210,10 @@ impl Source for Read {
 
 /// Counts the records of the input's files on a thread of its own, for
 /// progress and ETA, while the reader reads them: a fast scan (newlines, or
-/// CSV records, or JSON elements skipped unparsed) that stops when the
-/// source is dropped. Only regular files are counted (a pipe read twice
-/// would lose data); for stdin, or when a file cannot be counted, the total
-/// stays unknown.
+/// CSV records, or JSON elements skipped unparsed, in bounded memory) that
+/// stops when the source is dropped. Only regular files are counted (a
+/// pipe read twice would lose data); for stdin, or when a file cannot be
+/// counted, the total stays unknown.
 fn spawn_counter(input: &Input, format: ReadFormat, total: Weak<AtomicU64>) {
     let input = input.clone();
     let spawned = std::thread::Builder::new()
@@ -130,7 +222,7 @@ fn spawn_counter(input: &Input, format: ReadFormat, total: Weak<AtomicU64>) {
             let files = match input {
                 Input::Stdin => return,
                 Input::File(path) => vec![path],
-                Input::Glob(pattern) => match expand(&pattern) {
+                Input::Glob(pattern) => match walk_glob(&pattern) {
                     Ok(files) => files,
                     Err(_) => return,
                 },
@@ -152,9 +244,9 @@ fn spawn_counter(input: &Input, format: ReadFormat, total: Weak<AtomicU64>) {
     }
 }
 
-/// The records `read` will emit from one regular file, as the reader would
-/// split them; `None` if it is not a regular file, or unreadable, or the
-/// source is gone.
+/// The records `read` will emit or fail from one regular file, as the
+/// reader would split them; `None` if it is not a regular file, or
+/// unreadable, or the source is gone.
 fn count_records(path: &Path, format: ReadFormat, source: &Weak<AtomicU64>) -> Option<u64> {
     if !std::fs::metadata(path).ok()?.is_file() {
         return None;
@@ -166,25 +258,28 @@ fn count_records(path: &Path, format: ReadFormat, source: &Weak<AtomicU64>) -> O
         inner: File::open(path).ok()?,
         source: source.clone(),
     };
+    let mut input = BufReader::with_capacity(1 << 16, read);
+    skip_bom(&mut input).ok()?;
     match format {
-        ReadFormat::Lines => count_lines(read, false),
-        ReadFormat::Jsonl => count_lines(read, true),
+        ReadFormat::Lines => count_lines(input, false),
+        ReadFormat::Jsonl => count_lines(input, true),
         ReadFormat::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .buffer_capacity(1 << 16)
-                .from_reader(read);
-            let mut record = csv::ByteRecord::new();
-            let mut n = 0;
-            while reader.read_byte_record(&mut record).ok()? {
+            let mut rows = CsvRows::new(usize::MAX, false);
+            let mut n = 0u64;
+            while rows.next(&mut input, usize::MAX).ok()?.is_some() {
                 n += 1;
             }
-            Some(n)
+            // The header is no record.
+            Some(n.saturating_sub(1))
         }
         ReadFormat::Json => {
-            use serde::Deserializer as _;
-            let mut de =
-                serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 16, read));
-            de.deserialize_seq(CountElements).ok()
+            let mut n = 0;
+            json_array::scan(&mut input, usize::MAX, false, |_| {
+                n += 1;
+                Ok::<(), ()>(())
+            })
+            .ok()?;
+            Some(n)
         }
         ReadFormat::Bytes => Some(1),
     }
@@ -236,55 +331,54 @@ impl io::Read for WhileWanted {
     }
 }
 
-/// Counts the elements of a JSON array without building them.
-struct CountElements;
-
-impl<'de> serde::de::Visitor<'de> for CountElements {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON array")
+/// Skips a UTF-8 byte order mark at the start of an input.
+fn skip_bom(input: &mut impl BufRead) -> io::Result<()> {
+    if input.fill_buf()?.starts_with(b"\xef\xbb\xbf") {
+        input.consume(3);
     }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
-        let mut n = 0;
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-            n += 1;
-        }
-        Ok(n)
-    }
+    Ok(())
 }
 
 /// Reads on a plain thread (one blocked on stdin must not keep the runtime
 /// from shutting down) and sends batches of items.
-fn spawn_reader(input: Input, format: ReadFormat) -> Batches {
+fn spawn_reader(input: Input, format: ReadFormat, limits: Limits) -> Batches {
     let (tx, rx) = mpsc::channel(2);
-    std::thread::spawn(move || {
-        // Binary files are big: pass each on alone, so the channel holds few.
-        let limit = if format == ReadFormat::Bytes {
-            1
-        } else {
-            BATCH
-        };
-        let pending = Rc::new(RefCell::new(Pending {
-            tx: tx.clone(),
-            batch: Vec::new(),
-            limit,
-        }));
-        let result = read_all(&input, format, &pending);
-        // The items read before an error are handled before it stops the run.
-        let flushed = pending.borrow_mut().flush();
-        if let (Err(e), Ok(())) = (result, flushed) {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
+    let thread_tx = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("flow-read".into())
+        .spawn(move || {
+            let tx = thread_tx;
+            // Binary files are big: pass each on alone, so the channel holds few.
+            let limit = if format == ReadFormat::Bytes {
+                1
+            } else {
+                BATCH
+            };
+            let pending = Rc::new(RefCell::new(Pending {
+                tx: tx.clone(),
+                batch: Vec::new(),
+                bytes: 0,
+                limit,
+            }));
+            let result = read_all(&input, format, limits, &pending);
+            // The items read before an error are handled before it stops the run.
+            if pending.borrow_mut().flush().is_ok() {
+                let _ = tx.blocking_send(result.map(|()| Chunk::End));
+            }
+        });
+    if let Err(e) = spawned {
+        let message = format!("cannot start the reading thread: {e}");
+        let _ = tx.try_send(Err(StageError::retryable(message)));
+    }
     rx
 }
 
 /// Items read and not yet sent to the source task.
 struct Pending {
-    tx: mpsc::Sender<Result<Vec<Value>, StageError>>,
+    tx: mpsc::Sender<Result<Chunk, StageError>>,
     batch: Vec<Value>,
+    /// Roughly how many bytes of records `batch` holds.
+    bytes: usize,
     limit: usize,
 }
 
@@ -293,45 +387,130 @@ struct Pending {
 struct Stopped;
 
 impl Pending {
-    fn push(&mut self, value: Value) -> Result<(), Stopped> {
+    fn push(&mut self, value: Value, size: usize) -> Result<(), Stopped> {
         self.batch.push(value);
-        if self.batch.len() >= self.limit {
+        self.bytes += size;
+        if self.batch.len() >= self.limit || self.bytes >= BATCH_BYTES {
             self.flush()
         } else {
             Ok(())
         }
     }
 
+    /// A record that failed goes after the items read before it.
+    fn fail(&mut self, record: Value, error: StageError) -> Result<(), Stopped> {
+        self.flush()?;
+        self.tx
+            .blocking_send(Ok(Chunk::Failed(record, error)))
+            .map_err(|_| Stopped)
+    }
+
     fn flush(&mut self) -> Result<(), Stopped> {
         if self.batch.is_empty() {
             return Ok(());
         }
+        self.bytes = 0;
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.limit));
-        self.tx.blocking_send(Ok(batch)).map_err(|_| Stopped)
+        self.tx
+            .blocking_send(Ok(Chunk::Items(batch)))
+            .map_err(|_| Stopped)
     }
 }
 
 /// A reader that first sends the pending items whenever it is about to ask
 /// the OS for more input, which may block (a pipe, stdin): a record read is
-/// never held back waiting for the next.
+/// never held back waiting for the next. It fails once the run stopped
+/// reading, so a reader skipping an endless record (`/dev/zero`) ends with
+/// the run, and it counts the bytes read.
 struct FlushBeforeRead {
     inner: Box<dyn io::Read>,
     pending: Rc<RefCell<Pending>>,
+    read: Rc<Cell<u64>>,
 }
 
 impl io::Read for FlushBeforeRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.pending
-            .borrow_mut()
-            .flush()
-            .map_err(|_| io::Error::other("the run stopped reading"))?;
-        self.inner.read(buf)
+        let mut pending = self.pending.borrow_mut();
+        if pending.tx.is_closed() || pending.flush().is_err() {
+            return Err(io::Error::other("the run stopped reading"));
+        }
+        drop(pending);
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// What a regular file was when it was opened, to tell at its end whether
+/// it changed under the reader.
+struct Snapshot {
+    /// The open file (a second handle), for its size now.
+    file: File,
+    size: u64,
+    id: Option<(u64, u64)>,
+}
+
+impl Snapshot {
+    /// `None` for what is not a regular file (a pipe, a device, stdin).
+    fn take(file: &File) -> Option<Snapshot> {
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        Some(Snapshot {
+            file: file.try_clone().ok()?,
+            size: meta.len(),
+            id: identity(&meta),
+        })
+    }
+
+    /// Checks, at the end of the file, that `read` bytes is all it held:
+    /// it did not shrink while it was read, and its name still leads to
+    /// it. (A file that grew was read to its new end.)
+    fn check(&self, name: &str, path: &Path, read: u64) -> Result<(), StageError> {
+        let changed = |what: String| {
+            StageError::permanent(format!(
+                "{name}: the file {what}; its records may be incomplete"
+            ))
+        };
+        // A size of 0 says nothing: files in /proc and /sys, some FUSE
+        // file systems, have content but no size.
+        if self.size == 0 {
+            return self.same_name(name, path);
+        }
+        if read < self.size {
+            return Err(changed(format!(
+                "was truncated while it was read: {} bytes when it was opened, its end came after {}",
+                self.size, read
+            )));
+        }
+        if let Ok(now) = self.file.metadata()
+            && now.len() < read
+        {
+            return Err(changed(format!(
+                "was truncated while it was read: {read} bytes read, {} bytes now",
+                now.len()
+            )));
+        }
+        self.same_name(name, path)
+    }
+
+    /// The file's name still leads to it (a removed file was read whole).
+    fn same_name(&self, name: &str, path: &Path) -> Result<(), StageError> {
+        match std::fs::metadata(path) {
+            Ok(meta) if identity(&meta) != self.id => Err(StageError::permanent(format!(
+                "{name}: the file was replaced while it was read: its name leads to another \
+                 file now; its records may be incomplete"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
 fn read_all(
     input: &Input,
     format: ReadFormat,
+    limits: Limits,
     pending: &Rc<RefCell<Pending>>,
 ) -> Result<(), StageError> {
     let files = match input {
@@ -343,27 +522,34 @@ fn read_all(
         let name = path
             .as_ref()
             .map_or_else(|| "stdin".to_string(), |p| p.display().to_string());
-        let inner: Box<dyn io::Read> = match &path {
-            None => Box::new(io::stdin()),
-            Some(p) => Box::new(
-                File::open(p)
-                    .map_err(|e| StageError::permanent(format!("cannot open {name}: {e}")))?,
-            ),
+        let (inner, snapshot): (Box<dyn io::Read>, _) = match &path {
+            None => (Box::new(io::stdin()), None),
+            Some(p) => {
+                let file = File::open(p)
+                    .map_err(|e| StageError::permanent(format!("cannot open {name}: {e}")))?;
+                let snapshot = Snapshot::take(&file);
+                (Box::new(file), snapshot)
+            }
         };
+        let read = Rc::new(Cell::new(0));
         let file = FileInput {
             name: &name,
-            path: path.as_ref(),
+            path: path.as_deref(),
             pending,
+            limits,
+            snapshot: snapshot.as_ref(),
+            read: &read,
         };
-        let read = FlushBeforeRead {
+        let input = FlushBeforeRead {
             inner,
             pending: pending.clone(),
+            read: read.clone(),
         };
         let result = match format {
-            ReadFormat::Lines | ReadFormat::Jsonl => file.lines(read, format),
-            ReadFormat::Json => file.json_array(read),
-            ReadFormat::Csv => file.csv(read),
-            ReadFormat::Bytes => file.bytes(read),
+            ReadFormat::Lines | ReadFormat::Jsonl => file.lines(input, format),
+            ReadFormat::Json => file.json_array(input),
+            ReadFormat::Csv => file.csv(input),
+            ReadFormat::Bytes => file.bytes(input),
         };
         match result {
             Ok(()) => {}
@@ -374,21 +560,12 @@ fn read_all(
     Ok(())
 }
 
-/// The files a glob matches, sorted; directories are skipped.
+/// The files a glob matches, sorted, each once; directories are skipped.
 fn expand(pattern: &str) -> Result<Vec<PathBuf>, StageError> {
-    let paths = glob::glob(pattern)
-        .map_err(|e| StageError::permanent(format!("invalid glob {pattern:?}: {e}")))?;
-    let mut files = Vec::new();
-    for entry in paths {
-        let path = entry.map_err(|e| StageError::permanent(format!("{pattern}: {e}")))?;
-        if !path.is_dir() {
-            files.push(path);
-        }
-    }
+    let files = walk_glob(pattern).map_err(StageError::permanent)?;
     if files.is_empty() {
         return Err(StageError::permanent(format!("no file matches {pattern}")));
     }
-    files.sort();
     Ok(files)
 }
 
@@ -396,8 +573,12 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>, StageError> {
 struct FileInput<'a> {
     name: &'a str,
     /// `None` for stdin.
-    path: Option<&'a PathBuf>,
+    path: Option<&'a Path>,
     pending: &'a Rc<RefCell<Pending>>,
+    limits: Limits,
+    snapshot: Option<&'a Snapshot>,
+    /// Bytes read from the input so far.
+    read: &'a Cell<u64>,
 }
 
 /// Pushing an item failed: the run stopped reading (the caller checks).
@@ -405,112 +586,284 @@ fn stopped(_: Stopped) -> StageError {
     StageError::permanent("the run stopped reading")
 }
 
+fn trim_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Text as a string value.
+fn text_value(text: std::borrow::Cow<'_, str>) -> Value {
+    Value::utf8_str(text.into_owned().into_bytes())
+}
+
 impl FileInput<'_> {
-    fn push(&self, value: Value) -> Result<(), StageError> {
-        self.pending.borrow_mut().push(value).map_err(stopped)
+    fn push(&self, value: Value, size: usize) -> Result<(), StageError> {
+        self.pending.borrow_mut().push(value, size).map_err(stopped)
     }
 
-    fn error(&self, line: u64, message: impl std::fmt::Display) -> StageError {
-        StageError::permanent(format!("{}:{line}: {message}", self.name))
+    /// The record at `line` failed: its error goes through `on_error`,
+    /// with the start of its text as the record.
+    fn fail(
+        &self,
+        line: u64,
+        message: impl std::fmt::Display,
+        raw: &[u8],
+    ) -> Result<(), StageError> {
+        self.fail_where(line, message, raw)
+    }
+
+    /// [`FileInput::fail`] at a line and column.
+    fn fail_at(
+        &self,
+        at: Pos,
+        message: impl std::fmt::Display,
+        raw: &[u8],
+    ) -> Result<(), StageError> {
+        self.fail_where(format_args!("{}:{}", at.line, at.column), message, raw)
+    }
+
+    fn fail_where(
+        &self,
+        at: impl std::fmt::Display,
+        message: impl std::fmt::Display,
+        raw: &[u8],
+    ) -> Result<(), StageError> {
+        let error = StageError::permanent(format!("{}:{at}: {message}", self.name));
+        self.pending
+            .borrow_mut()
+            .fail(string(quote_record(raw)), error)
+            .map_err(stopped)
+    }
+
+    /// An error that stops the reading, at a line (or `line:column`).
+    fn error(&self, at: impl std::fmt::Display, message: impl std::fmt::Display) -> StageError {
+        StageError::permanent(format!("{}:{at}: {message}", self.name))
+    }
+
+    fn io_error(&self, e: io::Error) -> StageError {
+        StageError::permanent(format!("{}: {e}", self.name))
+    }
+
+    fn too_long(&self) -> String {
+        format!("record longer than {} (max_record)", self.limits.max_record)
+    }
+
+    /// At the end of the input: a regular file must not have changed.
+    fn unchanged(&self) -> Result<(), StageError> {
+        match (self.snapshot, self.path) {
+            (Some(snapshot), Some(path)) => snapshot.check(self.name, path, self.read.get()),
+            _ => Ok(()),
+        }
     }
 
     fn lines(&self, read: FlushBeforeRead, format: ReadFormat) -> Result<(), StageError> {
         let mut input = BufReader::with_capacity(1 << 16, read);
+        skip_bom(&mut input).map_err(|e| self.io_error(e))?;
+        let max = self.limits.max_record.as_usize();
+        // The longest line kept: the record, then `\r\n`.
+        let keep = (max as u64).saturating_add(2);
         let mut line = Vec::new();
         let mut number = 0u64;
         loop {
             line.clear();
             let n = input
+                .by_ref()
+                .take(keep)
                 .read_until(b'\n', &mut line)
-                .map_err(|e| StageError::permanent(format!("{}: {e}", self.name)))?;
+                .map_err(|e| self.io_error(e))?;
             if n == 0 {
-                return Ok(());
+                return self.unchanged();
             }
             number += 1;
+            if n as u64 == keep && !line.ends_with(b"\n") {
+                // Too long, and not over yet: say so now, then skip the
+                // rest without keeping it.
+                self.fail(number, self.too_long(), &line)?;
+                input.skip_until(b'\n').map_err(|e| self.io_error(e))?;
+                continue;
+            }
             let text = trim_newline(&line);
+            if text.len() > max {
+                self.fail(number, self.too_long(), text)?;
+                continue;
+            }
             match format {
                 ReadFormat::Jsonl if text.iter().all(u8::is_ascii_whitespace) => {}
-                ReadFormat::Jsonl => {
-                    let value = parse_json(text)
-                        .map_err(|e| self.error(number, format!("invalid JSON: {e}")))?;
-                    self.push(value)?;
-                }
-                _ => self.push(Value::utf8_str(text.to_vec()))?,
+                ReadFormat::Jsonl => self.json_line(number, text)?,
+                _ => match self.limits.utf8.decode(text) {
+                    Ok(s) => self.push(text_value(s), text.len())?,
+                    Err(at) => self.fail(
+                        number,
+                        format_args!(
+                            "invalid UTF-8 at byte {} of the line (invalid_utf8: error)",
+                            at + 1
+                        ),
+                        text,
+                    )?,
+                },
+            }
+            if line.capacity() > 1 << 20 {
+                // After a long line, give its memory back.
+                line = Vec::new();
             }
         }
     }
 
-    /// The elements of one JSON array, parsed one at a time.
+    fn json_line(&self, number: u64, text: &[u8]) -> Result<(), StageError> {
+        if self.limits.utf8 == InvalidUtf8::Error
+            && let Err(e) = std::str::from_utf8(text)
+        {
+            let at = e.valid_up_to() + 1;
+            let message = format!("invalid UTF-8 at byte {at} of the line (invalid_utf8: error)");
+            return self.fail(number, message, text);
+        }
+        match flow_core::json::parse(text, self.limits.utf8.json()) {
+            Ok(value) => self.push(value, text.len()),
+            Err(e) => self.fail(number, format_args!("invalid JSON: {e}"), text),
+        }
+    }
+
+    /// The elements of one JSON array, split and parsed one at a time.
     fn json_array(&self, read: FlushBeforeRead) -> Result<(), StageError> {
-        use serde::Deserializer as _;
-        let input = BufReader::with_capacity(1 << 16, read);
-        let mut de = serde_json::Deserializer::from_reader(input);
-        let parsed = de
-            .deserialize_any(Elements(|v| self.push(v)))
-            .and_then(|()| de.end());
-        parsed.map_err(|e| {
-            if e.is_io() {
-                return StageError::permanent(format!("{}: {e}", self.name));
+        let mut input = BufReader::with_capacity(1 << 16, read);
+        skip_bom(&mut input).map_err(|e| self.io_error(e))?;
+        let max = self.limits.max_record.as_usize();
+        match json_array::scan(&mut input, max, true, |piece| self.json_piece(piece)) {
+            Ok(()) => self.unchanged(),
+            Err(ScanError::Stopped(e)) => Err(e),
+            Err(ScanError::Io(e)) => Err(self.io_error(e)),
+            Err(ScanError::NotArray { found, at }) => Err(self.error(
+                format_args!("{}:{}", at.line, at.column),
+                format_args!("expected a JSON array, found {found}"),
+            )),
+            Err(ScanError::Trailing { at }) => Err(self.error(
+                format_args!("{}:{}", at.line, at.column),
+                "trailing characters after the JSON array",
+            )),
+        }
+    }
+
+    fn json_piece(&self, piece: Piece<'_>) -> Result<(), StageError> {
+        match piece {
+            Piece::Element { text, at } => {
+                if self.limits.utf8 == InvalidUtf8::Error
+                    && let Err(e) = std::str::from_utf8(text)
+                {
+                    let message = "invalid UTF-8 (invalid_utf8: error)";
+                    return self.fail_at(at.advanced(text, e.valid_up_to()), message, text);
+                }
+                match flow_core::json::parse(text, self.limits.utf8.json()) {
+                    Ok(value) => self.push(value, text.len()),
+                    Err(e) => self.fail_at(
+                        at.advanced(text, e.offset),
+                        format_args!("invalid JSON: {}", e.message),
+                        text,
+                    ),
+                }
             }
-            // serde_json puts the position last: put it first, as for the
-            // other formats.
-            let text = e.to_string();
-            let message = text.rsplit_once(" at line ").map_or(&*text, |(m, _)| m);
-            let at = format!("{}:{}", e.line(), e.column());
-            StageError::permanent(format!("{}:{at}: {message}", self.name))
-        })
+            Piece::TooLong { head, at } => self.fail_at(at, self.too_long(), head),
+            Piece::Missing { delimiter, at } => self.fail_at(
+                at,
+                format_args!(
+                    "invalid JSON: expected an array element before `{}`",
+                    delimiter as char
+                ),
+                b"",
+            ),
+            Piece::Unterminated { text, at } => self.fail_at(
+                at,
+                "the file ends inside the JSON array (no closing `]`)",
+                text,
+            ),
+        }
     }
 
     fn csv(&self, read: FlushBeforeRead) -> Result<(), StageError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .buffer_capacity(1 << 16)
-            .from_reader(read);
-        let header = reader.headers().map_err(|e| self.csv_error(e))?.clone();
-        let mut names = Vec::with_capacity(header.len());
-        for (i, name) in header.iter().enumerate() {
-            if header.iter().take(i).any(|earlier| earlier == name) {
+        let mut input = BufReader::with_capacity(1 << 16, read);
+        skip_bom(&mut input).map_err(|e| self.io_error(e))?;
+        let mut rows = CsvRows::new(self.limits.max_record.as_usize(), true);
+        let io = |e| self.io_error(e);
+        let names = match rows.next(&mut input, usize::MAX).map_err(io)? {
+            None => return self.unchanged(),
+            Some(Row::Fields { line, fields, .. }) => self.header(line, &fields)?,
+            Some(Row::TooLong { line, .. }) | Some(Row::TooManyFields { line, .. }) => {
+                let message = format!(
+                    "the header is longer than {} (max_record)",
+                    self.limits.max_record
+                );
+                return Err(self.error(line, message));
+            }
+        };
+        let width = names.len();
+        while let Some(row) = rows.next(&mut input, width).map_err(io)? {
+            match row {
+                Row::Fields { line, fields, raw } if fields.len() != width => {
+                    let message = format!(
+                        "the row has {} fields, the header has {width}",
+                        fields.len()
+                    );
+                    self.fail(line, message, raw)?;
+                }
+                Row::Fields { line, fields, raw } => {
+                    let mut size = 0;
+                    let mut row = Vec::with_capacity(width);
+                    let mut bad = None;
+                    for (i, (name, field)) in names.iter().zip(&fields).enumerate() {
+                        match self.limits.utf8.decode(field) {
+                            Ok(text) => {
+                                size += field.len();
+                                row.push((name.clone(), text_value(text)));
+                            }
+                            Err(_) => {
+                                bad = Some(i + 1);
+                                break;
+                            }
+                        }
+                    }
+                    match bad {
+                        None => self.push(Value::obj(row.into_iter().collect()), size)?,
+                        Some(field) => self.fail(
+                            line,
+                            format_args!("invalid UTF-8 in field {field} (invalid_utf8: error)"),
+                            raw,
+                        )?,
+                    }
+                }
+                Row::TooLong { line, raw } => self.fail(line, self.too_long(), raw)?,
+                Row::TooManyFields { line, count, raw } => {
+                    let message = format!("the row has {count} fields, the header has {width}");
+                    self.fail(line, message, raw)?;
+                }
+            }
+        }
+        self.unchanged()
+    }
+
+    /// The header's names as keys; a name twice, or not UTF-8, is an error
+    /// that stops the reading (no row could be read right).
+    fn header(&self, line: u64, fields: &[&[u8]]) -> Result<Vec<Value>, StageError> {
+        let mut seen = HashSet::with_capacity(fields.len());
+        let mut names = Vec::with_capacity(fields.len());
+        for (i, field) in fields.iter().enumerate() {
+            let name = self.limits.utf8.decode(field).map_err(|_| {
+                let message = format!(
+                    "invalid UTF-8 in the header, column {} (invalid_utf8: error)",
+                    i + 1
+                );
+                self.error(line, message)
+            })?;
+            if !seen.insert(name.clone()) {
                 let message = format!("the header names column {name:?} twice");
-                return Err(self.error(1, message));
+                return Err(self.error(line, message));
             }
-            names.push(string(name));
+            names.push(text_value(name));
         }
-        let mut record = csv::StringRecord::new();
-        while reader
-            .read_record(&mut record)
-            .map_err(|e| self.csv_error(e))?
-        {
-            let row = names
-                .iter()
-                .cloned()
-                .zip(record.iter().map(string))
-                .collect();
-            self.push(Value::obj(row))?;
-        }
-        Ok(())
+        Ok(names)
     }
 
-    fn csv_error(&self, e: csv::Error) -> StageError {
-        let line = e.position().map_or(0, |p| p.line());
-        match e.kind() {
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => self.error(
-                line,
-                format!("the row has {len} fields, the header has {expected_len}"),
-            ),
-            csv::ErrorKind::Utf8 { err, .. } => {
-                self.error(line, format!("invalid UTF-8 in field {}", err.field() + 1))
-            }
-            csv::ErrorKind::Io(io) => StageError::permanent(format!("{}: {io}", self.name)),
-            _ => StageError::permanent(format!("{}: {e}", self.name)),
-        }
-    }
-
-    /// The whole input as one item.
-    fn bytes(&self, mut read: FlushBeforeRead) -> Result<(), StageError> {
-        let mut body = Vec::new();
-        read.read_to_end(&mut body)
-            .map_err(|e| StageError::permanent(format!("{}: {e}", self.name)))?;
+    /// The whole input as one item, if it is at most `max_file`.
+    fn bytes(&self, read: FlushBeforeRead) -> Result<(), StageError> {
+        let max = self.limits.max_file;
         let (path, name) = match self.path {
             Some(p) => {
                 let name = p.file_name().unwrap_or(p.as_os_str());
@@ -518,70 +871,39 @@ impl FileInput<'_> {
             }
             None => ("-".to_string(), "-".to_string()),
         };
-        self.push(object([
-            ("path", string(path)),
-            ("name", string(name)),
-            ("body", bytes(body)),
-        ]))
-    }
-}
-
-/// Visits a JSON array, handing each element on as it is parsed; any other
-/// JSON value is an error that names what it is.
-struct Elements<F>(F);
-
-impl<F> Elements<F> {
-    fn not_an_array<E: serde::de::Error>(found: &str) -> Result<(), E> {
-        Err(E::custom(format!("expected a JSON array, found {found}")))
-    }
-}
-
-impl<'de, F: FnMut(Value) -> Result<(), StageError>> serde::de::Visitor<'de> for Elements<F> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON array")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(value) = seq.next_element::<Value>()? {
-            (self.0)(value).map_err(serde::de::Error::custom)?;
+        let record = |body: Option<Vec<u8>>| {
+            let mut fields = vec![
+                ("path", string(path.clone())),
+                ("name", string(name.clone())),
+            ];
+            fields.extend(body.map(|b| ("body", bytes(b))));
+            object(fields)
+        };
+        let too_big = || {
+            let error = StageError::permanent(format!(
+                "{}: the file is larger than {max} (max_file)",
+                self.name
+            ));
+            self.pending
+                .borrow_mut()
+                .fail(record(None), error)
+                .map_err(stopped)
+        };
+        let size = self.snapshot.map_or(0, |s| s.size);
+        if size > max.bytes() {
+            return too_big();
         }
-        Ok(())
+        let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        read.take(max.bytes().saturating_add(1))
+            .read_to_end(&mut body)
+            .map_err(|e| self.io_error(e))?;
+        if body.len() as u64 > max.bytes() {
+            return too_big();
+        }
+        self.unchanged()?;
+        let len = body.len();
+        self.push(record(Some(body)), len)
     }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        Self::not_an_array("an object")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-        Self::not_an_array("a string")
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        Self::not_an_array("a boolean")
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-        Self::not_an_array("a number")
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-        Self::not_an_array("a number")
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-        Self::not_an_array("a number")
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        Self::not_an_array("null")
-    }
-}
-
-fn trim_newline(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// Whether a path is a glob: it has a character that `glob` treats as a
@@ -614,9 +936,14 @@ impl StageOptions for ReadOptions {
         Ok(Stage::source(Read {
             input,
             format: self.format,
+            limits: Limits {
+                max_record: self.max_record,
+                max_file: self.max_file,
+                utf8: self.invalid_utf8,
+            },
             batches: None,
             total: Arc::new(AtomicU64::new(u64::MAX)),
-            emitted: 0,
+            records: 0,
         }))
     }
 }
@@ -638,34 +965,64 @@ mod tests {
 
     use super::*;
 
-    /// Everything `read` emits for `path` in `dir`, as JSON, or the error
-    /// that stopped it.
-    async fn read(dir: &Path, path: &str, format: ReadFormat) -> Result<Vec<String>, String> {
-        let ctx = BuildContext {
+    fn ctx(dir: &Path) -> BuildContext {
+        BuildContext {
             stage: "r".into(),
             workers: 1,
             base_dir: dir.to_path_buf(),
             timeout: None,
-        };
-        let options = ReadOptions {
-            path: path.into(),
-            format,
-        };
-        let Stage::Source(mut source) = options.build(&ctx).map_err(|e| e.to_string())? else {
-            panic!("read is a source")
-        };
-        let mut out = Output::new();
-        loop {
-            match source.next(&mut out).await {
-                Ok(Next::More) => {}
-                Ok(Next::Done) => break,
-                Err(e) => return Err(e.to_string()),
-            }
         }
-        Ok(out.items_mut().iter().map(|i| to_json(&i.value)).collect())
     }
 
-    fn files(files: &[(&str, &str)]) -> tempfile::TempDir {
+    fn source(dir: &Path, with: serde_json::Value) -> Box<dyn Source> {
+        let options: ReadOptions = serde_json::from_value(with).unwrap();
+        let Stage::Source(source) = options.build(&ctx(dir)).unwrap() else {
+            panic!("read is a source")
+        };
+        source
+    }
+
+    /// Everything `read` with options `with` does in `dir`, in order: each
+    /// item as its JSON, each failed record as `error: MESSAGE <RECORD>`;
+    /// and the error that stopped it, if any.
+    async fn run(dir: &Path, with: serde_json::Value) -> (Vec<String>, Option<String>) {
+        let mut source = source(dir, with);
+        let mut out = Output::new();
+        let mut got = Vec::new();
+        loop {
+            let next = source.next(&mut out).await;
+            got.extend(out.items_mut().drain(..).map(|i| to_json(&i.value)));
+            for (item, error) in out.take_failed() {
+                got.push(format!("error: {error} <{}>", value_text(&item.value)));
+            }
+            match next {
+                Ok(Next::More) => {}
+                Ok(Next::Done) => return (got, None),
+                Err(e) => return (got, Some(e.to_string())),
+            }
+        }
+    }
+
+    fn value_text(v: &Value) -> String {
+        flow_core::value::to_text(v)
+    }
+
+    /// The items `read` emits for `path` in `dir`, as JSON; or the first
+    /// failed record's error, or the error that stopped it.
+    async fn read(dir: &Path, path: &str, format: ReadFormat) -> Result<Vec<String>, String> {
+        let with = serde_json::json!({ "path": path, "format": format });
+        let (got, error) = run(dir, with).await;
+        if let Some(failed) = got.iter().find(|g| g.starts_with("error: ")) {
+            let (message, _record) = failed["error: ".len()..].rsplit_once(" <").unwrap();
+            return Err(message.to_string());
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(got),
+        }
+    }
+
+    fn files(files: &[(&str, &[u8])]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             let path = dir.path().join(name);
@@ -675,11 +1032,17 @@ mod tests {
         dir
     }
 
+    /// `name` in `dir`, as the messages name it.
+    fn named(dir: &tempfile::TempDir, name: &str) -> String {
+        dir.path().join(name).display().to_string()
+    }
+
     #[tokio::test]
     async fn csv_rows_become_objects_of_the_strings_as_written() {
         let dir = files(&[(
             "a.csv",
-            "\u{feff}id,title,zip\r\n1,\"Hello, World\",007\r\n2,\"say \"\"hi\"\"\",\r\n",
+            "\u{feff}id,title,zip\r\n1,\"Hello, World\",007\r\n2,\"say \"\"hi\"\"\",\r\n"
+                .as_bytes(),
         )]);
         let got = read(dir.path(), "a.csv", ReadFormat::Csv).await.unwrap();
         assert_eq!(
@@ -693,19 +1056,28 @@ mod tests {
 
     #[tokio::test]
     async fn csv_row_with_the_wrong_number_of_fields_names_file_and_line() {
-        let dir = files(&[("a.csv", "a,b\n1,2\n3\n")]);
-        let err = read(dir.path(), "a.csv", ReadFormat::Csv)
-            .await
-            .unwrap_err();
-        assert!(
-            err.ends_with("a.csv:3: the row has 1 fields, the header has 2"),
-            "{err}"
+        let dir = files(&[("a.csv", b"a,b\n1,2\n3\n4,5,6\n7,8\n")]);
+        let (got, error) = run(
+            dir.path(),
+            serde_json::json!({"path": "a.csv", "format": "csv"}),
+        )
+        .await;
+        let f = named(&dir, "a.csv");
+        assert_eq!(
+            got,
+            [
+                r#"{"a":"1","b":"2"}"#.to_string(),
+                format!("error: {f}:3: the row has 1 fields, the header has 2 <3>"),
+                format!("error: {f}:4: the row has 3 fields, the header has 2 <4,5,6>"),
+                r#"{"a":"7","b":"8"}"#.to_string(),
+            ]
         );
+        assert_eq!(error, None);
     }
 
     #[tokio::test]
     async fn csv_header_naming_a_column_twice_is_an_error() {
-        let dir = files(&[("a.csv", "a,b,a\n1,2,3\n")]);
+        let dir = files(&[("a.csv", b"a,b,a\n1,2,3\n")]);
         let err = read(dir.path(), "a.csv", ReadFormat::Csv)
             .await
             .unwrap_err();
@@ -717,30 +1089,22 @@ mod tests {
 
     #[tokio::test]
     async fn empty_csv_and_empty_json_array_give_no_items() {
-        let dir = files(&[("a.csv", ""), ("h.csv", "a,b\n"), ("a.json", " [ ] ")]);
-        assert!(
-            read(dir.path(), "a.csv", ReadFormat::Csv)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            read(dir.path(), "h.csv", ReadFormat::Csv)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            read(dir.path(), "a.json", ReadFormat::Json)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        let dir = files(&[("a.csv", b""), ("h.csv", b"a,b\n"), ("a.json", b" [ ] ")]);
+        for (name, format) in [
+            ("a.csv", ReadFormat::Csv),
+            ("h.csv", ReadFormat::Csv),
+            ("a.json", ReadFormat::Json),
+        ] {
+            assert!(
+                read(dir.path(), name, format).await.unwrap().is_empty(),
+                "{name}"
+            );
+        }
     }
 
     #[tokio::test]
     async fn json_array_elements_become_items() {
-        let dir = files(&[("a.json", "[\n {\"a\": [1, 2.5]},\n \"x\",\n null\n]\n")]);
+        let dir = files(&[("a.json", b"[\n {\"a\": [1, 2.5]},\n \"x\",\n null\n]\n")]);
         let got = read(dir.path(), "a.json", ReadFormat::Json).await.unwrap();
         assert_eq!(got, [r#"{"a":[1,2.5]}"#, r#""x""#, "null"]);
     }
@@ -748,65 +1112,332 @@ mod tests {
     #[tokio::test]
     async fn json_errors_name_file_line_and_column() {
         let dir = files(&[
-            ("obj.json", "{\"a\": 1}"),
-            ("bad.json", "[1,\n2,\n}"),
-            ("two.json", "[1] [2]"),
+            ("obj.json", b"{\"a\": 1}"),
+            ("bad.json", b"[1,\n2,\n}"),
+            ("two.json", b"[1] [2]"),
         ]);
         let err = read(dir.path(), "obj.json", ReadFormat::Json)
             .await
             .unwrap_err();
-        assert!(err.contains("obj.json:1:"), "{err}");
         assert!(
-            err.ends_with("expected a JSON array, found an object"),
+            err.ends_with("obj.json:1:1: expected a JSON array, found an object"),
             "{err}"
         );
         let err = read(dir.path(), "bad.json", ReadFormat::Json)
             .await
             .unwrap_err();
-        assert!(err.contains("bad.json:3:1: "), "{err}");
+        assert!(
+            err.ends_with("bad.json:3:1: the file ends inside the JSON array (no closing `]`)"),
+            "{err}"
+        );
         let err = read(dir.path(), "two.json", ReadFormat::Json)
             .await
             .unwrap_err();
-        assert!(err.contains("two.json:1:5: trailing characters"), "{err}");
+        assert!(
+            err.ends_with("two.json:1:5: trailing characters after the JSON array"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
-    async fn items_before_a_bad_record_are_still_emitted() {
-        let dir = files(&[("a.jsonl", "1\n2\nnope\n4\n")]);
-        let ctx = BuildContext {
-            stage: "r".into(),
-            workers: 1,
-            base_dir: dir.path().to_path_buf(),
-            timeout: None,
-        };
-        let options = ReadOptions {
-            path: "a.jsonl".into(),
-            format: ReadFormat::Jsonl,
-        };
-        let Stage::Source(mut source) = options.build(&ctx).unwrap() else {
-            panic!("read is a source")
-        };
-        let mut out = Output::new();
-        let mut error = None;
-        while error.is_none() {
-            match source.next(&mut out).await {
-                Ok(Next::More) => {}
-                Ok(Next::Done) => break,
-                Err(e) => error = Some(e),
+    async fn bad_json_elements_fail_one_at_a_time_in_their_place() {
+        let dir = files(&[(
+            "a.json",
+            b"[1, NaN, {\"a\": 2}, {1: 2},\n  [1,,], \"\xff\", 3, ]",
+        )]);
+        let f = named(&dir, "a.json");
+        let (got, error) = run(
+            dir.path(),
+            serde_json::json!({"path": "a.json", "format": "json"}),
+        )
+        .await;
+        assert_eq!(
+            got,
+            [
+                "1".to_string(),
+                format!("error: {f}:1:5: invalid JSON: expected a JSON value, found `N` <NaN>"),
+                r#"{"a":2}"#.to_string(),
+                format!(
+                    "error: {f}:1:21: invalid JSON: expected a string key in an object, found `1` <{{1: 2}}>"
+                ),
+                format!("error: {f}:2:6: invalid JSON: expected a JSON value, found `,` <[1,,]>"),
+                format!("error: {f}:2:11: invalid UTF-8 (invalid_utf8: error) <\"\u{fffd}\">"),
+                "3".to_string(),
+                format!("error: {f}:2:18: invalid JSON: expected an array element before `]` <>"),
+            ]
+        );
+        assert_eq!(error, None);
+    }
+
+    #[tokio::test]
+    async fn jsonl_is_strict_and_skips_blank_lines() {
+        let dir = files(&[(
+            "a.jsonl",
+            b"1\n\n  \r\nNaN\n// a comment\n{1: 2}\n[1,]\n{\"a\": 1} {\"b\": 2}\n\"\xffx\"\n{\"ok\": true}\n",
+        )]);
+        let f = named(&dir, "a.jsonl");
+        let (got, error) = run(
+            dir.path(),
+            serde_json::json!({"path": "a.jsonl", "format": "jsonl"}),
+        )
+        .await;
+        assert_eq!(
+            got,
+            [
+                "1".to_string(),
+                format!(
+                    "error: {f}:4: invalid JSON: expected a JSON value, found `N` (at byte 1) <NaN>"
+                ),
+                format!(
+                    "error: {f}:5: invalid JSON: expected a JSON value, found `/` (at byte 1) <// a comment>"
+                ),
+                format!(
+                    "error: {f}:6: invalid JSON: expected a string key in an object, found `1` (at byte 2) <{{1: 2}}>"
+                ),
+                format!(
+                    "error: {f}:7: invalid JSON: expected a JSON value, found `]` (at byte 4) <[1,]>"
+                ),
+                format!(
+                    "error: {f}:8: invalid JSON: trailing characters after the JSON value (at byte 10) <{{\"a\": 1}} {{\"b\": 2}}>"
+                ),
+                format!(
+                    "error: {f}:9: invalid UTF-8 at byte 2 of the line (invalid_utf8: error) <\"\u{fffd}x\">"
+                ),
+                r#"{"ok":true}"#.to_string(),
+            ]
+        );
+        assert_eq!(error, None);
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_an_error_or_replaced_the_same_in_every_format() {
+        let dir = files(&[
+            ("a.txt", b"ok\nbad \xff\xfe here\n"),
+            ("a.jsonl", b"\"ok\"\n\"bad \xff\"\n"),
+            ("a.json", b"[\"ok\", \"bad \xff\"]"),
+            ("a.csv", b"k,v\n1,ok\n2,bad \xff\n"),
+            ("h.csv", b"k,\xff\n1,2\n"),
+        ]);
+        let r = '\u{fffd}';
+        let cases = [
+            (
+                "a.txt",
+                "lines",
+                "2: invalid UTF-8 at byte 5 of the line",
+                format!(r#""bad {r}{r} here""#),
+            ),
+            (
+                "a.jsonl",
+                "jsonl",
+                "2: invalid UTF-8 at byte 6 of the line",
+                format!(r#""bad {r}""#),
+            ),
+            (
+                "a.json",
+                "json",
+                "1:13: invalid UTF-8",
+                format!(r#""bad {r}""#),
+            ),
+            (
+                "a.csv",
+                "csv",
+                "3: invalid UTF-8 in field 2",
+                format!(r#"{{"k":"2","v":"bad {r}"}}"#),
+            ),
+        ];
+        for (name, format, error, replaced) in cases {
+            let with = serde_json::json!({"path": name, "format": format});
+            let (got, stopped) = run(dir.path(), with).await;
+            assert_eq!(stopped, None, "{name}");
+            assert_eq!(got.len(), 2, "{name}: {got:?}");
+            let error = format!(
+                "error: {}:{error} (invalid_utf8: error) <",
+                named(&dir, name)
+            );
+            assert!(got[1].starts_with(&error), "{name}: {got:?}");
+            let with =
+                serde_json::json!({"path": name, "format": format, "invalid_utf8": "replace"});
+            let (got, stopped) = run(dir.path(), with).await;
+            assert_eq!(stopped, None, "{name}");
+            assert_eq!(got[1], replaced, "{name}");
+        }
+        let err = read(dir.path(), "h.csv", ReadFormat::Csv)
+            .await
+            .unwrap_err();
+        assert!(
+            err.ends_with("h.csv:1: invalid UTF-8 in the header, column 2 (invalid_utf8: error)"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_past_max_record_fails_alone_in_every_format() {
+        let long = "x".repeat(100);
+        let dir = files(&[
+            ("a.txt", format!("a\n{long}\nb\n{long}").as_bytes()),
+            ("a.jsonl", format!("1\n\"{long}\"\n2\n").as_bytes()),
+            (
+                "a.csv",
+                format!("k\n1\n{long}\n\"{long}\n\"\n2\n").as_bytes(),
+            ),
+            (
+                "a.json",
+                format!("[1, \"{long}\", [{long:?}], 2]").as_bytes(),
+            ),
+        ]);
+        let cases: [(&str, &str, &[&str]); 4] = [
+            ("a.txt", "lines", &[r#""a""#, "2", r#""b""#, "4"]),
+            ("a.jsonl", "jsonl", &["1", "2", "2"]),
+            ("a.csv", "csv", &[r#"{"k":"1"}"#, "3", "4", r#"{"k":"2"}"#]),
+            ("a.json", "json", &["1", "1:5", "1:109", "2"]),
+        ];
+        for (name, format, want) in cases {
+            let with = serde_json::json!({"path": name, "format": format, "max_record": "64B"});
+            let (got, stopped) = run(dir.path(), with).await;
+            assert_eq!(stopped, None, "{name}");
+            assert_eq!(got.len(), want.len(), "{name}: {got:?}");
+            for (got, want) in got.iter().zip(want) {
+                if got.starts_with("error: ") {
+                    let prefix = format!(
+                        "error: {}:{want}: record longer than 64 bytes (max_record) <",
+                        named(&dir, name)
+                    );
+                    assert!(
+                        got.starts_with(&prefix),
+                        "{name}: {got} does not start with {prefix}"
+                    );
+                } else {
+                    assert_eq!(got, want, "{name}");
+                }
             }
         }
-        assert_eq!(out.len(), 2);
-        let error = error.expect("the bad line stops the source").to_string();
-        assert!(error.contains("a.jsonl:3: invalid JSON: "), "{error}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_endless_record_is_reported_as_soon_as_it_passes_the_limit() {
+        for format in ["lines", "jsonl"] {
+            let with =
+                serde_json::json!({"path": "/dev/zero", "format": format, "max_record": "64KiB"});
+            let mut source = source(Path::new("/"), with);
+            let mut out = Output::new();
+            assert_eq!(source.next(&mut out).await.unwrap(), Next::More);
+            let failed = out.take_failed();
+            assert_eq!(failed.len(), 1, "{format}");
+            assert_eq!(
+                failed[0].1.message(),
+                "/dev/zero:1: record longer than 64 KiB (max_record)"
+            );
+            let record = value_text(&failed[0].0.value);
+            assert_eq!(record, format!("{}…", "\0".repeat(4096)));
+            // Dropping the source stops the reader, which would skip zeros
+            // for ever otherwise.
+        }
+        let with = serde_json::json!({"path": "/dev/zero", "format": "csv", "max_record": "64KiB"});
+        let (got, error) = run(Path::new("/"), with).await;
+        assert!(got.is_empty());
+        assert_eq!(
+            error.as_deref(),
+            Some("/dev/zero:1: the header is longer than 64 KiB (max_record)")
+        );
+        let with = serde_json::json!({"path": "/dev/zero", "format": "json"});
+        let (_, error) = run(Path::new("/"), with).await;
+        assert_eq!(
+            error.as_deref(),
+            Some("/dev/zero:1:1: expected a JSON array, found byte 0x00")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_at_max_record_is_read() {
+        let dir = files(&[("a.txt", b"0123456789\r\n0123456789")]);
+        let with = serde_json::json!({"path": "a.txt", "max_record": 10});
+        let (got, _) = run(dir.path(), with).await;
+        assert_eq!(got, [r#""0123456789""#, r#""0123456789""#]);
+    }
+
+    #[tokio::test]
+    async fn max_record_and_max_file_take_sizes() {
+        for bad in [
+            serde_json::json!("0"),
+            serde_json::json!("lots"),
+            serde_json::json!(-1),
+        ] {
+            let with = serde_json::json!({"path": "a", "max_record": bad});
+            assert!(
+                serde_json::from_value::<ReadOptions>(with).is_err(),
+                "{bad}"
+            );
+        }
+        let with = serde_json::json!({"path": "a", "max_record": "2 MiB", "max_file": 4096});
+        let options: ReadOptions = serde_json::from_value(with).unwrap();
+        assert_eq!(
+            (options.max_record, options.max_file),
+            (Size::mib(2), Size::kib(4))
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_past_max_file_fail_that_file_only() {
+        let dir = files(&[
+            ("b/a.bin", b"small"),
+            ("b/b.bin", &[7; 100]),
+            ("b/c.bin", b"also"),
+        ]);
+        let with = serde_json::json!({"path": "b/*.bin", "format": "bytes", "max_file": "10B"});
+        let (got, error) = run(dir.path(), with).await;
+        assert_eq!(error, None);
+        assert_eq!(got.len(), 3);
+        let b = named(&dir, "b/b.bin");
+        assert_eq!(
+            got[1],
+            format!(
+                "error: {b}: the file is larger than 10 bytes (max_file) <{{\"path\":\"{b}\",\"name\":\"b.bin\"}}>"
+            )
+        );
+        assert!(got[2].contains(r#""body":"also""#), "{}", got[2]);
+    }
+
+    #[tokio::test]
+    async fn records_keep_their_order_around_failures() {
+        let text: String = (0..1000)
+            .map(|i| {
+                if i % 300 == 7 {
+                    "oops\n".to_string()
+                } else {
+                    format!("{i}\n")
+                }
+            })
+            .collect();
+        let dir = files(&[("a.jsonl", text.as_bytes())]);
+        let (got, error) = run(
+            dir.path(),
+            serde_json::json!({"path": "a.jsonl", "format": "jsonl"}),
+        )
+        .await;
+        assert_eq!(error, None);
+        let want: Vec<String> = (0..1000)
+            .map(|i| {
+                if i % 300 == 7 {
+                    format!("error: {}:{}: invalid JSON: expected a JSON value, found `o` (at byte 1) <oops>", named(&dir, "a.jsonl"), i + 1)
+                } else {
+                    i.to_string()
+                }
+            })
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]
     async fn a_glob_reads_every_matching_file_in_sorted_order() {
         let dir = files(&[
-            ("data/b.csv", "n\n3\n4\n"),
-            ("data/a.csv", "n\n1\n2\n"),
-            ("data/c.txt", "not csv\n"),
-            ("data/sub.csv/x", "a directory matching the glob is skipped"),
+            ("data/b.csv", b"n\n3\n4\n"),
+            ("data/a.csv", b"n\n1\n2\n"),
+            ("data/c.txt", b"not csv\n"),
+            (
+                "data/sub.csv/x",
+                b"a directory matching the glob is skipped",
+            ),
         ]);
         let got = read(dir.path(), "data/*.csv", ReadFormat::Csv)
             .await
@@ -826,11 +1457,22 @@ mod tests {
         assert_eq!(got.len(), 4);
     }
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_glob_reads_each_file_once_through_any_links() {
+        let dir = files(&[("data/a.jsonl", b"1\n"), ("data/sub/b.jsonl", b"2\n")]);
+        let d = dir.path();
+        std::os::unix::fs::symlink("..", d.join("data/sub/loop")).unwrap();
+        std::os::unix::fs::symlink("a.jsonl", d.join("data/link.jsonl")).unwrap();
+        let got = read(d, "data/**/*.jsonl", ReadFormat::Jsonl).await.unwrap();
+        assert_eq!(got, ["1", "2"]);
+    }
+
     #[tokio::test]
     async fn a_glob_under_a_directory_whose_name_has_wildcards_still_matches() {
         let dir = files(&[
-            ("we[ir]d*dir/1.txt", "one\n"),
-            ("we[ir]d*dir/2.txt", "two\n"),
+            ("we[ir]d*dir/1.txt", b"one\n"),
+            ("we[ir]d*dir/2.txt", b"two\n"),
         ]);
         let base = dir.path().join("we[ir]d*dir");
         let got = read(&base, "*.txt", ReadFormat::Lines).await.unwrap();
@@ -849,20 +1491,11 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_gives_one_binary_item_per_file() {
-        let dir = files(&[("img/b.bin", "BB"), ("img/a.bin", "A")]);
-        let ctx = BuildContext {
-            stage: "r".into(),
-            workers: 1,
-            base_dir: dir.path().to_path_buf(),
-            timeout: None,
-        };
-        let options = ReadOptions {
-            path: "img/*.bin".into(),
-            format: ReadFormat::Bytes,
-        };
-        let Stage::Source(mut source) = options.build(&ctx).unwrap() else {
-            panic!("read is a source")
-        };
+        let dir = files(&[("img/b.bin", b"BB"), ("img/a.bin", b"A")]);
+        let mut source = source(
+            dir.path(),
+            serde_json::json!({"path": "img/*.bin", "format": "bytes"}),
+        );
         let mut out = Output::new();
         while source.next(&mut out).await.unwrap() == Next::More {}
         let items: Vec<Value> = out.items_mut().drain(..).map(|i| i.value).collect();
@@ -888,41 +1521,37 @@ mod tests {
 
     #[tokio::test]
     async fn the_count_ahead_matches_the_records_read_in_every_format() {
-        let cases = [
-            ("a.txt", ReadFormat::Lines, "a\nb\n\nc"),
-            ("b.txt", ReadFormat::Lines, "a\r\nb\n"),
-            ("empty.txt", ReadFormat::Lines, ""),
-            ("a.jsonl", ReadFormat::Jsonl, "1\n\n {\"a\": 2}\r\n  \n3"),
-            ("a.csv", ReadFormat::Csv, "a,b\n1,\"x\ny\"\n2,z\n"),
-            ("a.json", ReadFormat::Json, "[1, {\"a\": [2, 3]}, \"x\"]"),
-            ("a.bin", ReadFormat::Bytes, "anything"),
+        let cases: [(&str, ReadFormat, &[u8]); 10] = [
+            ("a.txt", ReadFormat::Lines, b"a\nb\n\nc"),
+            ("b.txt", ReadFormat::Lines, b"a\r\nb\n"),
+            ("empty.txt", ReadFormat::Lines, b""),
+            ("a.jsonl", ReadFormat::Jsonl, b"1\n\n {\"a\": 2}\r\n  \n3"),
+            ("bad.jsonl", ReadFormat::Jsonl, b"1\nnope\n3"),
+            ("a.csv", ReadFormat::Csv, b"a,b\n1,\"x\ny\"\n2,z\n"),
+            ("bad.csv", ReadFormat::Csv, b"a,b\n1\n\n2,z\n1,2,3"),
+            ("a.json", ReadFormat::Json, b"[1, {\"a\": [2, 3]}, \"x\"]"),
+            (
+                "bad.json",
+                ReadFormat::Json,
+                b"[1, {\"a\": [2, 3]]}, x, , \"x\"",
+            ),
+            ("a.bin", ReadFormat::Bytes, b"anything"),
         ];
         let dir = files(&cases.map(|(name, _, text)| (name, text)));
         let alive = Arc::new(AtomicU64::new(u64::MAX));
         for (name, format, _) in cases {
-            let read = read(dir.path(), name, format).await.unwrap();
+            let with = serde_json::json!({"path": name, "format": format});
+            let (read, _) = run(dir.path(), with).await;
             let counted = count_records(&dir.path().join(name), format, &Arc::downgrade(&alive));
-            assert_eq!(counted, Some(read.len() as u64), "{name}");
+            assert_eq!(counted, Some(read.len() as u64), "{name}: {read:?}");
         }
     }
 
     #[tokio::test]
     async fn a_plain_file_reports_its_total_before_it_is_read() {
         let text: String = (0..200_000).map(|i| format!("{i}\n")).collect();
-        let dir = files(&[("big.txt", &text)]);
-        let ctx = BuildContext {
-            stage: "r".into(),
-            workers: 1,
-            base_dir: dir.path().to_path_buf(),
-            timeout: None,
-        };
-        let options = ReadOptions {
-            path: "big.txt".into(),
-            format: ReadFormat::Lines,
-        };
-        let Stage::Source(mut source) = options.build(&ctx).unwrap() else {
-            panic!("read is a source")
-        };
+        let dir = files(&[("big.txt", text.as_bytes())]);
+        let mut source = source(dir.path(), serde_json::json!({"path": "big.txt"}));
         assert_eq!(source.total(), None);
         let mut out = Output::new();
         assert_eq!(source.next(&mut out).await.unwrap(), Next::More);
@@ -934,18 +1563,78 @@ mod tests {
         assert_eq!(source.total(), Some(200_000));
     }
 
+    /// Reads one batch of a big file, lets `change` alter the file while
+    /// the reader waits for that batch to be taken, then reads on: the
+    /// source must fail, naming what happened.
+    async fn changed_while_read(change: impl FnOnce(&Path)) -> (u64, String) {
+        let text: String = (0..200_000).map(|i| format!("{i}\n")).collect();
+        let dir = files(&[("big.txt", text.as_bytes())]);
+        let mut source = source(dir.path(), serde_json::json!({"path": "big.txt"}));
+        let mut out = Output::new();
+        assert_eq!(source.next(&mut out).await.unwrap(), Next::More);
+        // The reader is now blocked: two batches wait in the channel, far
+        // from the file's end.
+        change(&dir.path().join("big.txt"));
+        let mut items = out.len() as u64;
+        loop {
+            out.items_mut().clear();
+            match source.next(&mut out).await {
+                Ok(Next::More) => items += out.len() as u64,
+                Ok(Next::Done) => panic!("the change went unnoticed after {items} items"),
+                Err(e) => return (items, e.to_string()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_truncated_while_it_is_read_stops_the_source() {
+        let (items, err) = changed_while_read(|path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_len(10)
+                .unwrap();
+        })
+        .await;
+        assert!(items < 200_000);
+        assert!(err.contains("big.txt: the file was truncated while it was read: 1288890 bytes when it was opened, its end came after "), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_file_replaced_while_it_is_read_stops_the_source_at_its_end() {
+        let (items, err) = changed_while_read(|path| {
+            let other = path.with_file_name("other.txt");
+            std::fs::write(&other, "new\n").unwrap();
+            std::fs::rename(&other, path).unwrap();
+        })
+        .await;
+        // The old file was read whole, then found replaced.
+        assert_eq!(items, 200_000);
+        assert!(err.ends_with("big.txt: the file was replaced while it was read: its name leads to another file now; its records may be incomplete"), "{err}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_file_without_a_size_is_read_whole_without_a_false_alarm() {
+        // /proc files say they are empty, then have content.
+        let (got, error) = run(
+            Path::new("/"),
+            serde_json::json!({"path": "/proc/self/status"}),
+        )
+        .await;
+        assert_eq!(error, None);
+        assert!(got.iter().any(|l| l.starts_with(r#""Name:"#)), "{got:?}");
+    }
+
     #[test]
     fn an_invalid_glob_is_a_config_error_on_path() {
-        let ctx = BuildContext {
-            stage: "r".into(),
-            workers: 1,
-            base_dir: ".".into(),
-            timeout: None,
-        };
-        let options = ReadOptions {
-            path: "data/[.csv".into(),
-            format: ReadFormat::Csv,
-        };
-        assert_eq!(options.build(&ctx).err().unwrap().key, "path");
+        let options: ReadOptions =
+            serde_json::from_value(serde_json::json!({"path": "data/[.csv", "format": "csv"}))
+                .unwrap();
+        assert_eq!(
+            options.build(&ctx(Path::new("."))).err().unwrap().key,
+            "path"
+        );
     }
 }
