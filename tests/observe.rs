@@ -357,8 +357,13 @@ fn clients_still_connected_do_not_keep_flow_alive_after_the_run() {
     assert_eq!(get(flow.metrics.unwrap(), "/").0, 404);
     // A kept-alive connection after a whole request, an idle one, and
     // one in the middle of a request.
-    let mut kept = TcpStream::connect(flow.dashboard.unwrap()).unwrap();
-    write!(kept, "GET /api/report HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let dashboard = flow.dashboard.unwrap();
+    let mut kept = TcpStream::connect(dashboard).unwrap();
+    write!(
+        kept,
+        "GET /api/report HTTP/1.1\r\nHost: {dashboard}\r\n\r\n"
+    )
+    .unwrap();
     let mut first = [0u8; 12];
     kept.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");

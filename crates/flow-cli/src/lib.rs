@@ -54,6 +54,21 @@ enum Command {
         /// same address as --metrics may be given).
         #[arg(long, value_name = "ADDR")]
         dashboard: Option<std::net::SocketAddr>,
+        /// The token every request to --dashboard and --metrics must carry
+        /// (`?token=` or `Authorization: Bearer`), also taken from
+        /// FLOW_DASHBOARD_TOKEN. Beyond loopback one is required: flow makes
+        /// one up and prints it when none is given.
+        #[arg(long, value_name = "TOKEN")]
+        dashboard_token: Option<String>,
+        /// Show a sample item (item data) with each error on the dashboard;
+        /// by default only the messages and counts are served.
+        #[arg(long)]
+        dashboard_items: bool,
+        /// Another name the Host header may give (`name` or `name:port`),
+        /// e.g. behind a proxy; repeat for more. By default only the
+        /// address served, `localhost` and loopback addresses are answered.
+        #[arg(long, value_name = "HOST")]
+        dashboard_allow_host: Vec<String>,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -113,6 +128,9 @@ fn run_cli() -> u8 {
             progress_interval,
             metrics,
             dashboard,
+            dashboard_token,
+            dashboard_items,
+            dashboard_allow_host,
         } => run(
             &pipeline,
             RunOptions {
@@ -121,6 +139,15 @@ fn run_cli() -> u8 {
                 progress_interval,
                 metrics,
                 dashboard,
+                access: serve::Access {
+                    token: dashboard_token.or_else(|| {
+                        std::env::var(serve::TOKEN_ENV)
+                            .ok()
+                            .filter(|t| !t.is_empty())
+                    }),
+                    items: dashboard_items,
+                    allowed_hosts: dashboard_allow_host,
+                },
             },
         ),
         Command::Validate { pipeline } => validate(&pipeline),
@@ -156,6 +183,8 @@ struct RunOptions {
     progress_interval: std::time::Duration,
     metrics: Option<std::net::SocketAddr>,
     dashboard: Option<std::net::SocketAddr>,
+    /// Who may see --dashboard and --metrics, and how much.
+    access: serve::Access,
 }
 
 fn run(path: &std::path::Path, options: RunOptions) -> u8 {
@@ -179,7 +208,7 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
     let quiet = options.quiet;
     let result = runtime.block_on(async {
         // Bound first: an address in use stops flow before any work.
-        let bound = serve::bind(options.metrics, options.dashboard).await?;
+        let bound = serve::bind(options.metrics, options.dashboard, options.access).await?;
         let control = flow_runner::RunControl::new();
         let signals = signals::listen(control.clone());
         let running = flow_runner::Running::start(plan, control.clone());
