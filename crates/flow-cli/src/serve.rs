@@ -323,7 +323,7 @@ fn reach_warning(paths: Paths, local: SocketAddr) -> Option<String> {
         "an address other machines may reach"
     };
     Some(format!(
-        "{} listens on {local}, {reach}: anyone who can connect and has the token sees the run's progress and errors; bind 127.0.0.1 to keep it on this machine",
+        "{} at {local} is open on {reach}: anyone who can connect and has the token sees the run's progress and errors; bind 127.0.0.1 to keep it on this machine",
         paths.flags()
     ))
 }
