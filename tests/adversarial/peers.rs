@@ -871,6 +871,50 @@ stages:
     drop(idle);
 }
 
+#[test]
+fn connections_that_say_nothing_or_too_much_are_closed_by_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = flow_run(&stdin_pipeline(dir.path()));
+    cmd.args(["--quiet", "--dashboard", "127.0.0.1:0"]);
+    let mut flow = Watched::start(cmd);
+    let (addr, _) = flow.dashboard();
+    let closed_by_server = |mut stream: TcpStream| {
+        // The test's own bound: far beyond the server's idle timeout.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut rest = Vec::new();
+        match stream.read_to_end(&mut rest) {
+            Ok(_) => {}
+            // Closed with our bytes unread: a reset, closed all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        }
+        String::from_utf8_lossy(&rest).into_owned()
+    };
+    // Silent from the start.
+    let silent = TcpStream::connect(addr).unwrap();
+    // Half a request head, never finished.
+    let mut partial = TcpStream::connect(addr).unwrap();
+    write!(partial, "GET /api/report HTTP/1.1\r\nHost: {addr}\r\n").unwrap();
+    // A whole request, then nothing: an idle keep-alive.
+    let mut kept = TcpStream::connect(addr).unwrap();
+    write!(kept, "GET /api/report HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    // A request head larger than the server reads.
+    let mut huge = TcpStream::connect(addr).unwrap();
+    let padding = "x".repeat(64 * 1024);
+    let _ = write!(
+        huge,
+        "GET /api/report HTTP/1.1\r\nHost: {addr}\r\nX-Pad: {padding}\r\n\r\n"
+    );
+    assert_eq!(closed_by_server(silent), "");
+    assert_eq!(closed_by_server(partial), "");
+    assert!(closed_by_server(kept).starts_with("HTTP/1.1 200"));
+    let answer = closed_by_server(huge);
+    assert!(!answer.contains("\"stages\""), "{answer}");
+    assert_eq!(flow.finish(), 0);
+}
+
 /// Items that try to take over the terminal, and one with a password.
 fn hostile_pipeline(dir: &Path, sink: &str) -> PathBuf {
     let refused = closed_port();
