@@ -818,6 +818,31 @@ fn a_token_given_in_the_environment_is_required_and_not_printed() {
 }
 
 #[test]
+fn a_bad_token_is_refused_before_the_run_and_ignored_when_nothing_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        "tiny.yaml",
+        "stages:\n  - {name: n, type: generate, with: {count: 2}}\n  - {name: out, type: drop}\n",
+    );
+    let out = run(flow_run(&pipeline)
+        .args(["--quiet", "--dashboard", "127.0.0.1:0"])
+        .env("FLOW_DASHBOARD_TOKEN", "has spaces"))
+    .expect_code(2);
+    assert!(
+        out.stderr
+            .contains("--dashboard-token (or FLOW_DASHBOARD_TOKEN): a token is"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("has spaces"), "{}", out.stderr);
+    run(flow_run(&pipeline)
+        .arg("--quiet")
+        .env("FLOW_DASHBOARD_TOKEN", "has spaces"))
+    .expect_code(0);
+}
+
+#[test]
 fn a_thousand_idle_connections_starve_neither_the_pipeline_nor_the_dashboard() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = write_pipeline(

@@ -160,6 +160,15 @@ pub async fn bind(
             )),
         }
     }
+    if wanted.is_empty() {
+        // Nothing served: a token in the environment is not looked at.
+        return Ok(Bound {
+            listeners: Vec::new(),
+            token: None,
+            items: access.items,
+            allowed_hosts: Vec::new().into(),
+        });
+    }
     let given = match access.token.clone() {
         Some(token) => Some(check_token(token)?),
         None => None,
