@@ -50,10 +50,16 @@ impl Watched {
     /// Starts `flow run pipeline` with `args` and waits until it says
     /// where it serves.
     fn start(pipeline: &Path, args: &[&str]) -> Watched {
+        Watched::start_with_env(pipeline, args, &[])
+    }
+
+    /// [`Watched::start`] with more environment variables.
+    fn start_with_env(pipeline: &Path, args: &[&str], env: &[(&str, &str)]) -> Watched {
         let mut child = flow()
             .arg("run")
             .arg(pipeline)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -357,8 +363,13 @@ fn clients_still_connected_do_not_keep_flow_alive_after_the_run() {
     assert_eq!(get(flow.metrics.unwrap(), "/").0, 404);
     // A kept-alive connection after a whole request, an idle one, and
     // one in the middle of a request.
-    let mut kept = TcpStream::connect(flow.dashboard.unwrap()).unwrap();
-    write!(kept, "GET /api/report HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let dashboard = flow.dashboard.unwrap();
+    let mut kept = TcpStream::connect(dashboard).unwrap();
+    write!(
+        kept,
+        "GET /api/report HTTP/1.1\r\nHost: {dashboard}\r\n\r\n"
+    )
+    .unwrap();
     let mut first = [0u8; 12];
     kept.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
@@ -508,4 +519,71 @@ fn dashboard_in_headless_chromium_ends_on_the_final_stats() {
         .expect("the page counts its polls");
     assert!(polls >= 2, "the page updated only {polls} times");
     assert_eq!(flow.exit_code_within(Duration::from_secs(30)), 0);
+}
+
+#[test]
+fn dashboard_in_headless_chromium_passes_its_token_and_hides_sample_items() {
+    let Some(chromium) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Items 3 and 7 fail, with a card number in them.
+    let pipeline = write_pipeline(
+        dir.path(),
+        "failing.yaml",
+        "name: failing
+stages:
+  - name: numbers
+    type: generate
+    with: { count: 40, value: '{id: $i, card: \"4111-1111-1111-1111\"}' }
+  - name: check
+    type: filter
+    with: { expr: 'if .id == 3 or .id == 7 then error(\"rejected\") else true end' }
+  - name: slow
+    type: sleep
+    queue: 8
+    with: { duration: 100ms }
+  - name: out
+    type: drop
+",
+    );
+    let token = "observe-token-42";
+    let mut flow = Watched::start_with_env(
+        &pipeline,
+        &["--quiet", "--dashboard", "127.0.0.1:0"],
+        &[("FLOW_DASHBOARD_TOKEN", token)],
+    );
+    let addr = flow.dashboard.unwrap();
+    // Without the token: refused, page and report alike.
+    assert_eq!(get(addr, "/").0, 401);
+    assert_eq!(get(addr, "/api/report").0, 401);
+    // Once both errors are counted (the token in the query this time).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(addr, &format!("/api/report?token={token}"));
+        assert_eq!(status, 200, "{body}");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let counted: u64 = report["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["count"].as_u64())
+            .sum();
+        if counted == 2 {
+            assert!(!body.contains("4111"), "item data served: {body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never two errors: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://{addr}/?token={token}");
+    let dom = rendered_dom(&chromium, &url, 1500);
+    assert!(dom.contains("class=\"pill running\""), "{dom}");
+    assert!(
+        table_value(&dom, "slow", "workers") == Some(1.0),
+        "no row for slow: {dom}"
+    );
+    // The error is listed, its sample item is not.
+    assert!(dom.contains("rejected"), "{dom}");
+    assert!(!dom.contains("4111"), "item data on the page: {dom}");
+    assert!(dom.contains("--dashboard-items"), "{dom}");
+    assert_eq!(flow.exit_code_within(Duration::from_secs(60)), 3);
 }

@@ -60,6 +60,21 @@ enum Command {
         /// in the report) and the run ends.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = flow_core::parse_duration)]
         drain_timeout: std::time::Duration,
+        /// The token every request to --dashboard and --metrics must carry
+        /// (`?token=` or `Authorization: Bearer`), also taken from
+        /// FLOW_DASHBOARD_TOKEN. Beyond loopback one is required: flow makes
+        /// one up and prints it when none is given.
+        #[arg(long, value_name = "TOKEN")]
+        dashboard_token: Option<String>,
+        /// Show a sample item (item data) with each error on the dashboard;
+        /// by default only the messages and counts are served.
+        #[arg(long)]
+        dashboard_items: bool,
+        /// Another name the Host header may give (`name` or `name:port`),
+        /// e.g. behind a proxy; repeat for more. By default only the
+        /// address served, `localhost` and loopback addresses are answered.
+        #[arg(long, value_name = "HOST")]
+        dashboard_allow_host: Vec<String>,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -120,6 +135,9 @@ fn run_cli() -> u8 {
             metrics,
             dashboard,
             drain_timeout,
+            dashboard_token,
+            dashboard_items,
+            dashboard_allow_host,
         } => run(
             &pipeline,
             RunOptions {
@@ -129,6 +147,15 @@ fn run_cli() -> u8 {
                 metrics,
                 dashboard,
                 drain_timeout,
+                access: serve::Access {
+                    token: dashboard_token.or_else(|| {
+                        std::env::var(serve::TOKEN_ENV)
+                            .ok()
+                            .filter(|t| !t.is_empty())
+                    }),
+                    items: dashboard_items,
+                    allowed_hosts: dashboard_allow_host,
+                },
             },
         ),
         Command::Validate { pipeline } => validate(&pipeline),
@@ -165,6 +192,8 @@ struct RunOptions {
     metrics: Option<std::net::SocketAddr>,
     dashboard: Option<std::net::SocketAddr>,
     drain_timeout: std::time::Duration,
+    /// Who may see --dashboard and --metrics, and how much.
+    access: serve::Access,
 }
 
 /// The stack of every runtime thread: jq recursion stops well before the
@@ -209,7 +238,7 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
     let signals = signals::watch(control.clone(), options.drain_timeout, on_stuck);
     let result = runtime.block_on(async {
         // Bound first: an address in use stops flow before any work.
-        let bound = serve::bind(options.metrics, options.dashboard).await?;
+        let bound = serve::bind(options.metrics, options.dashboard, options.access).await?;
         let running = flow_runner::Running::start(plan, control.clone());
         let monitor = running.monitor();
         *live.lock().unwrap_or_else(|e| e.into_inner()) = Some(monitor.clone());
@@ -241,7 +270,10 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
         return exit::FAILED;
     }
     if let Some(failure) = report.failure.as_ref().filter(|_| quiet) {
-        eprintln!("flow: run failed: {failure}");
+        eprintln!(
+            "flow: run failed: {}",
+            flow_core::text::for_display(failure)
+        );
     }
     // Drop the runtime without waiting for threads blocked on input.
     runtime.shutdown_background();

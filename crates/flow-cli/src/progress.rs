@@ -133,7 +133,9 @@ impl StageLine {
             stage.items_in
         };
         StageLine {
-            name: stage.name.clone(),
+            // Names come from the pipeline file, not from items; still,
+            // nothing reaches the terminal unescaped.
+            name: flow_core::text::sanitize(&stage.name).into_owned(),
             done,
             total: stage.total,
             per_s: rate.update(now, done),
@@ -369,33 +371,76 @@ impl Display for Plain {
 
 /// The writer of log lines (a `tracing_subscriber` `MakeWriter`): stderr,
 /// above the live progress lines while they are drawn.
+///
+/// A text line's fields are made safe by the formatter (see
+/// [`crate::logs`]); a JSON line is made safe here, whole: credentials
+/// redacted and the control characters JSON leaves raw escaped.
 #[derive(Clone, Copy, Default)]
-pub struct LogWriter;
+pub struct LogWriter {
+    json: bool,
+}
+
+impl LogWriter {
+    /// For text lines, whose fields the formatter has made safe.
+    pub fn text() -> Self {
+        LogWriter { json: false }
+    }
+
+    /// For JSON lines.
+    pub fn json() -> Self {
+        LogWriter { json: true }
+    }
+}
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     type Writer = LogLine;
 
     fn make_writer(&'a self) -> LogLine {
-        LogLine(Vec::new())
+        LogLine {
+            line: Vec::new(),
+            json: self.json,
+        }
     }
 }
 
 /// One log line, written whole when flushed or dropped.
-pub struct LogLine(Vec<u8>);
+pub struct LogLine {
+    line: Vec<u8>,
+    json: bool,
+}
 
 impl io::Write for LogLine {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.extend_from_slice(buf);
+        self.line.extend_from_slice(buf);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.0.is_empty() {
+        if self.line.is_empty() {
             return Ok(());
         }
-        let line = std::mem::take(&mut self.0);
+        let mut line = std::mem::take(&mut self.line);
+        if self.json {
+            line = safe_json_line(line);
+        }
         above_live_lines(|| io::stderr().write_all(&line))
     }
+}
+
+/// A JSON log line with credentials redacted and every character a
+/// terminal acts on escaped; still the same JSON otherwise.
+fn safe_json_line(line: Vec<u8>) -> Vec<u8> {
+    use flow_core::text::{escape_json_controls, redact};
+    use std::borrow::Cow::Borrowed;
+    let changed = {
+        let text = String::from_utf8_lossy(&line);
+        let redacted = redact(&text);
+        match escape_json_controls(&redacted) {
+            Borrowed(_) if matches!((&text, &redacted), (Borrowed(_), Borrowed(_))) => None,
+            safe => Some(safe.into_owned()),
+        }
+    };
+    changed.map_or(line, String::into_bytes)
 }
 
 impl Drop for LogLine {
@@ -484,6 +529,23 @@ mod tests {
         );
         assert_eq!(lines[0].outlook(), "45% eta 4s");
         assert_eq!(lines[1].outlook(), "");
+    }
+
+    #[test]
+    fn json_log_lines_are_redacted_and_escaped_and_stay_json() {
+        let line = "{\"message\":\"item dropped: GET https://u:p@h/ \u{9b}2J\\u001b\"}\n";
+        let safe = String::from_utf8(safe_json_line(line.as_bytes().to_vec())).unwrap();
+        assert_eq!(
+            safe,
+            "{\"message\":\"item dropped: GET https://***@h/ \\u009b2J\\u001b\"}\n"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(
+            parsed["message"],
+            "item dropped: GET https://***@h/ \u{9b}2J\u{1b}"
+        );
+        let plain = b"{\"message\":\"ok\"}\n".to_vec();
+        assert_eq!(safe_json_line(plain.clone()), plain);
     }
 
     #[test]

@@ -1,4 +1,11 @@
 //! The end-of-run report as a table for people.
+//!
+//! Error messages and sample items quote item data: every text in the
+//! report goes through [`flow_core::text::for_display`] (control
+//! characters escaped, credentials redacted), so a record cannot paint
+//! over the table, retitle the terminal or leave a password in a CI log.
+
+use flow_core::text::for_display;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{CellAlignment, ContentArrangement, Table};
@@ -38,8 +45,8 @@ pub fn render(report: &Report) -> String {
             .queue
             .map_or_else(|| "-".to_string(), |q| format!("{:.0}%", q.full_pct));
         table.add_row([
-            s.name.clone(),
-            s.type_name.clone(),
+            for_display(&s.name).into_owned(),
+            for_display(&s.type_name).into_owned(),
             s.workers.to_string(),
             s.items_in.to_string(),
             s.items_out.to_string(),
@@ -77,22 +84,33 @@ pub fn render(report: &Report) -> String {
     };
     let mut out = format!(
         "{table}\npipeline {}: {status} in {:.2}s, {:.0} items/s\n",
-        report.pipeline, report.elapsed_s, report.items_per_s
+        for_display(&report.pipeline),
+        report.elapsed_s,
+        report.items_per_s
     );
     if let Some(failure) = &report.failure {
-        out += &format!("stopped by: {failure}\n");
+        out += &format!("stopped by: {}\n", for_display(failure));
     }
     if !report.errors.is_empty() {
         out += "errors:\n";
         for e in &report.errors {
-            out += &format!("  {:>7}× {}: {}\n", e.count, e.stage, e.message);
+            out += &format!(
+                "  {:>7}× {}: {}\n",
+                e.count,
+                for_display(&e.stage),
+                for_display(&e.message)
+            );
             if !e.sample.is_empty() {
-                out += &format!("           e.g. {}\n", e.sample);
+                out += &format!("           e.g. {}\n", for_display(&e.sample));
             }
         }
     }
     if let Some(b) = &report.bottleneck {
-        out += &format!("bottleneck: {}: {}\n", b.stage, b.reason);
+        out += &format!(
+            "bottleneck: {}: {}\n",
+            for_display(&b.stage),
+            for_display(&b.reason)
+        );
     }
     out
 }
@@ -104,4 +122,38 @@ fn ms(x: f64) -> String {
     }
     let decimals = (2 - x.log10().floor() as i32).clamp(0, 6) as usize;
     format!("{x:.decimals$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_runner::stats::ErrorReport;
+
+    #[test]
+    fn item_data_in_the_report_is_escaped_and_redacted() {
+        let report = Report {
+            pipeline: "p".into(),
+            status: flow_runner::Status::Failed,
+            failure: Some("stage \"x\": item failed: \x1b[2J\x1b[H".into()),
+            elapsed_s: 1.0,
+            items_per_s: 1.0,
+            stages: Vec::new(),
+            errors: vec![ErrorReport {
+                stage: "fetch".into(),
+                message: "GET https://u:hunter2@h/: 404\r\x1b[32mok".into(),
+                count: 2,
+                sample: "\"\u{9b}31m https://u:hunter2@h/\"".into(),
+            }],
+            bottleneck: None,
+        };
+        let text = render(&report);
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+        assert!(
+            !text.contains('\u{9b}') && !text.contains("hunter2"),
+            "{text:?}"
+        );
+        assert!(text.contains("stopped by: stage \"x\": item failed: \\x1b[2J\\x1b[H\n"));
+        assert!(text.contains("2× fetch: GET https://***@h/: 404\\r\\x1b[32mok\n"));
+        assert!(text.contains("e.g. \"\\u{9b}31m https://***@h/\"\n"));
+    }
 }
