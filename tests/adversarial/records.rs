@@ -135,13 +135,18 @@ impl Ran {
         })
     }
 
-    /// The messages of the stats' errors, sorted.
+    /// The distinct messages of the stats' errors, sorted: each group's
+    /// examples (a few of its messages) or its one message.
     fn errors(&self) -> Vec<String> {
         let mut errors: Vec<String> = self.stats["errors"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| e["message"].as_str().unwrap().to_string())
+            .flat_map(|e| match e["examples"].as_array() {
+                Some(examples) => examples.clone(),
+                None => vec![e["message"].clone()],
+            })
+            .map(|m| m.as_str().unwrap().to_string())
             .collect();
         errors.sort();
         errors

@@ -21,6 +21,10 @@ struct Measured {
 
 /// Runs `cmd` to the end and measures the child's own peak RSS (not the
 /// test process's, nor other tests' children).
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also reports its peak memory"
+)]
 fn measured(cmd: &mut Command) -> Measured {
     let mut child = cmd
         .stdout(Stdio::null())
@@ -346,6 +350,7 @@ stages:
     with: { count: 1000 }
   - name: seen
     type: log
+    with: { level: warn }
   - name: spin
     type: map
     workers: 4
@@ -397,6 +402,7 @@ stages:
     type: generate
   - name: seen
     type: log
+    with: { level: warn }
   - name: slow
     type: sleep
     with: { duration: 1s }
@@ -503,6 +509,7 @@ stages:
     with: {{ items: ["http://127.0.0.1:{port}/a"] }}
   - name: seen
     type: log
+    with: {{ level: warn }}
   - name: fetch
     type: http
     retry: {{ attempts: 3 }}

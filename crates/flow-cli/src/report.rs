@@ -98,12 +98,25 @@ pub fn render(report: &Report) -> String {
                 "  {:>7}× {}: {}\n",
                 e.count,
                 for_display(&e.stage),
-                for_display(&e.message)
+                for_display(e.template.as_ref().unwrap_or(&e.message))
             );
+            if e.template.is_some() {
+                out += &format!("           first: {}\n", for_display(&e.message));
+            }
             if !e.sample.is_empty() {
                 out += &format!("           e.g. {}\n", for_display(&e.sample));
             }
         }
+    }
+    let left = report.errors_left_out;
+    if left.errors > 0 {
+        out += &format!(
+            "  …and {} more group{} ({} error{})\n",
+            left.groups,
+            if left.groups == 1 { "" } else { "s" },
+            left.errors,
+            if left.errors == 1 { "" } else { "s" }
+        );
     }
     if let Some(b) = &report.bottleneck {
         out += &format!(
@@ -141,9 +154,12 @@ mod tests {
             errors: vec![ErrorReport {
                 stage: "fetch".into(),
                 message: "GET https://u:hunter2@h/: 404\r\x1b[32mok".into(),
+                template: None,
+                examples: Vec::new(),
                 count: 2,
                 sample: "\"\u{9b}31m https://u:hunter2@h/\"".into(),
             }],
+            errors_left_out: Default::default(),
             bottleneck: None,
         };
         let text = render(&report);
@@ -155,5 +171,38 @@ mod tests {
         assert!(text.contains("stopped by: stage \"x\": item failed: \\x1b[2J\\x1b[H\n"));
         assert!(text.contains("2× fetch: GET https://***@h/: 404\\r\\x1b[32mok\n"));
         assert!(text.contains("e.g. \"\\u{9b}31m https://***@h/\"\n"));
+    }
+
+    #[test]
+    fn varied_groups_show_their_template_and_the_rest_is_counted() {
+        let report = Report {
+            pipeline: "p".into(),
+            status: flow_runner::Status::Ok,
+            failure: None,
+            elapsed_s: 1.0,
+            items_per_s: 1.0,
+            stages: Vec::new(),
+            errors: vec![ErrorReport {
+                stage: "fetch".into(),
+                message: "GET https://h/p/1: 404".into(),
+                template: Some("GET https://h/…: N".into()),
+                examples: Vec::new(),
+                count: 900,
+                sample: String::new(),
+            }],
+            errors_left_out: flow_runner::stats::LeftOut {
+                groups: 3,
+                errors: 7,
+            },
+            bottleneck: None,
+        };
+        let text = render(&report);
+        assert!(
+            text.contains(
+                "    900× fetch: GET https://h/…: N\n           first: GET https://h/p/1: 404\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  …and 3 more groups (7 errors)\n"), "{text}");
     }
 }

@@ -1178,16 +1178,21 @@ mod tests {
                 ErrorReport {
                     stage: "fetch".into(),
                     message: "GET https://u:hunter2@h/?token=t: 404".into(),
+                    template: None,
+                    examples: Vec::new(),
                     count: 3,
                     sample: r#"{"card":"4111 1111 1111 1111"}"#.into(),
                 },
                 ErrorReport {
                     stage: "fetch".into(),
                     message: "(other messages)".into(),
+                    template: None,
+                    examples: Vec::new(),
                     count: 1,
                     sample: String::new(),
                 },
             ],
+            errors_left_out: Default::default(),
             bottleneck: None,
         };
         let hidden = shown(report.clone(), false);

@@ -101,7 +101,18 @@ pub trait Transform: Send + 'static {
         Ok(())
     }
 
+    /// Called after the items of a batch were applied (on the per-item
+    /// path, after each successful attempt), before they are counted as
+    /// handled: a sink that buffers writes them out here. An error fails
+    /// every item applied since the last successful commit, so the sink
+    /// must have undone whatever part of them it wrote. The default does
+    /// nothing.
+    fn commit(&mut self) -> Result<(), StageError> {
+        Ok(())
+    }
+
     /// Called once when the input is finished: emit or write what is held.
+    /// [`Output::run_stopping`] tells whether the run is ending early.
     fn finish(&mut self, _out: &mut Output) -> Result<(), StageError> {
         Ok(())
     }
@@ -203,6 +214,7 @@ pub struct Output {
     failed: Vec<(Item, StageError)>,
     spill: Option<Spill>,
     spilled: u64,
+    stopping: bool,
 }
 
 impl fmt::Debug for Output {
@@ -285,6 +297,19 @@ impl Output {
     /// Runner use: the records failed with [`Output::fail`].
     pub fn take_failed(&mut self) -> Vec<(Item, StageError)> {
         std::mem::take(&mut self.failed)
+    }
+
+    /// True in a `finish` when the run is ending early (it failed or was
+    /// interrupted) rather than because every input was handled: a sink
+    /// that has written nothing then leaves its destination as it was.
+    pub fn run_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Set by the runner before it calls `finish`.
+    #[doc(hidden)]
+    pub fn set_run_stopping(&mut self, stopping: bool) {
+        self.stopping = stopping;
     }
 
     /// The lineage of the input being handled, for a stage that keeps items

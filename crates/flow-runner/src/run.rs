@@ -26,6 +26,9 @@ use crate::queue::Queue;
 use crate::stats::{self, Report, StageCounters, StageInfo, Status};
 use crate::worker::{self, Factory, Failed, Reorder};
 
+/// Error groups a report lists; the rest are counted in `errors_left_out`.
+const REPORTED_ERRORS: usize = 10;
+
 /// Lets the caller stop a run from outside (Ctrl-C, a drain that takes too
 /// long). Cheap to clone; every method may be called from any thread, also
 /// while every worker of the runtime is busy.
@@ -357,6 +360,7 @@ impl Shared {
     /// Records an error that fails the run once the pipeline has drained:
     /// the sources stop, the items already emitted are still handled.
     fn fail_after_drain(&self, message: String) {
+        let message = flow_core::text::redact(&message).into_owned();
         tracing::error!("{message}");
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_none() {
@@ -382,6 +386,11 @@ impl Shared {
     }
 
     /// Whether the run is abandoning its work.
+    /// True once the run is ending early: it failed, or was interrupted.
+    pub(crate) fn stopping(&self) -> bool {
+        self.ctl.stop.is_raised()
+    }
+
     pub(crate) fn abandoned(&self) -> bool {
         self.ctl.abandon.is_raised()
     }
@@ -647,17 +656,23 @@ impl Shared {
                 stats::stage_report(info, &s.counters, elapsed)
             })
             .collect();
-        let mut errors: Vec<_> = self
-            .stages
-            .iter()
-            .flat_map(|s| stats::error_reports(&s.name, &s.counters))
-            .collect();
+        let mut errors = Vec::new();
+        let mut errors_left_out = stats::LeftOut::default();
+        for s in &self.stages {
+            let (groups, left_out) = stats::error_reports(&s.name, &s.counters);
+            errors.extend(groups);
+            errors_left_out.groups += left_out.groups;
+            errors_left_out.errors += left_out.errors;
+        }
         errors.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)
                 .then_with(|| a.message.cmp(&b.message))
         });
-        errors.truncate(10);
+        for e in errors.drain(REPORTED_ERRORS.min(errors.len())..) {
+            errors_left_out.groups += 1;
+            errors_left_out.errors += e.count;
+        }
         let emitted: u64 = stages
             .iter()
             .filter(|s| s.kind == "source")
@@ -677,6 +692,7 @@ impl Shared {
             bottleneck: stats::bottleneck(&stages, secs),
             stages,
             errors,
+            errors_left_out,
         }
     }
 }

@@ -160,24 +160,190 @@ impl LogLimit {
     }
 }
 
+/// Error groups kept per stage, with a count, a message and a sample each.
 const DISTINCT_ERRORS: usize = 100;
+/// Groups beyond those that are still told apart, to say how many there
+/// were; past this the count is a lower bound.
+const GROUPS_COUNTED: usize = 100_000;
+/// The longest template a group is keyed by (the rest is cut off).
+const TEMPLATE_LEN: usize = 240;
 
+/// Errors of one stage grouped by the template of their message, so that
+/// messages quoting the item (a URL, a line number, a value) fall into one
+/// group instead of one each.
 #[derive(Default)]
 struct ErrorTally {
-    by_message: HashMap<String, (u64, String)>,
+    groups: HashMap<String, ErrorGroup>,
+    /// Errors in groups beyond the first [`DISTINCT_ERRORS`].
     other: u64,
+    /// Those groups, told apart by a hash of their template.
+    other_groups: std::collections::HashSet<u64>,
 }
+
+struct ErrorGroup {
+    count: u64,
+    /// The group's first distinct messages, as they were (credentials
+    /// redacted), at most [`EXAMPLES`].
+    messages: Vec<String>,
+    sample: String,
+}
+
+/// Distinct messages kept per error group.
+const EXAMPLES: usize = 5;
 
 impl ErrorTally {
     fn record(&mut self, message: &str, sample: impl FnOnce() -> String) {
-        if let Some((count, _)) = self.by_message.get_mut(message) {
-            *count += 1;
-        } else if self.by_message.len() < DISTINCT_ERRORS {
-            self.by_message.insert(message.to_string(), (1, sample()));
+        let message = flow_core::text::redact(message);
+        let key = template(&message);
+        if let Some(g) = self.groups.get_mut(&key) {
+            g.count += 1;
+            if g.messages.len() < EXAMPLES && !g.messages.iter().any(|m| *m == message) {
+                g.messages.push(message.into_owned());
+            }
+        } else if self.groups.len() < DISTINCT_ERRORS {
+            let sample = sample();
+            let group = ErrorGroup {
+                count: 1,
+                messages: vec![message.into_owned()],
+                sample: flow_core::text::redact(&sample).into_owned(),
+            };
+            self.groups.insert(key, group);
         } else {
             self.other += 1;
+            if self.other_groups.len() < GROUPS_COUNTED {
+                use std::hash::{BuildHasher, BuildHasherDefault};
+                let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                    .hash_one(&key);
+                self.other_groups.insert(h);
+            }
         }
     }
+}
+
+/// The shape of an error message, with what varies from item to item taken
+/// out: quoted text becomes `"…"`, bracketed values `{…}` and `[…]`, a URL
+/// keeps its scheme and host (`https://host/…`), and a word with a digit in
+/// it (a number, a line, an id) becomes `N`.
+///
+/// `http 404 for https://a.example/p/17` and `… /p/18` share the template
+/// `http N for https://a.example/…`; `invalid JSON at line 3` and `… line
+/// 9` share theirs.
+pub(crate) fn template(message: &str) -> String {
+    let chars: Vec<char> = message.chars().collect();
+    let mut out = String::with_capacity(message.len().min(TEMPLATE_LEN));
+    let mut i = 0;
+    while i < chars.len() && out.len() < TEMPLATE_LEN {
+        let c = chars[i];
+        match c {
+            '"' | '`' => {
+                i = skip_quoted(&chars, i);
+                out.push(c);
+                out.push('…');
+                out.push(c);
+            }
+            '{' | '[' => {
+                let close = if c == '{' { '}' } else { ']' };
+                match skip_bracketed(&chars, i) {
+                    Some(end) => {
+                        i = end;
+                        out.push(c);
+                        out.push('…');
+                        out.push(close);
+                    }
+                    None => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            c if c.is_alphanumeric() || c == '_' => {
+                let start = i;
+                while i < chars.len() && is_word(chars[i]) {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                if chars[i..].starts_with(&[':', '/', '/']) {
+                    // scheme://host[:port] stays; the rest of the URL goes.
+                    out.push_str(&word);
+                    out.push_str("://");
+                    i += 3;
+                    // The URL runs to the next space, less the punctuation
+                    // of the sentence around it.
+                    let mut end = i;
+                    while end < chars.len() && !chars[end].is_whitespace() {
+                        end += 1;
+                    }
+                    while end > i
+                        && matches!(chars[end - 1], ':' | ',' | '.' | ';' | ')' | '\'' | '"')
+                    {
+                        end -= 1;
+                    }
+                    while i < end && !matches!(chars[i], '/' | '?' | '#') {
+                        out.push(chars[i]);
+                        i += 1;
+                    }
+                    if i < end {
+                        out.push_str("/…");
+                        i = end;
+                    }
+                } else if word.chars().any(|c| c.is_ascii_digit()) {
+                    out.push('N');
+                } else {
+                    out.push_str(&word);
+                }
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A character of a word that may be an id: `a3f-9c_2.5`.
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// The index after the quoted text that starts at `start` (backslash
+/// escapes honoured), or the end of the message when it is not closed.
+fn skip_quoted(chars: &[char], start: usize) -> usize {
+    let quote = chars[start];
+    let mut i = start + 1;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 2,
+            c if c == quote => return i + 1,
+            _ => i += 1,
+        }
+    }
+    chars.len()
+}
+
+/// The index after the balanced brackets that open at `start`, quotes
+/// inside honoured; None when they are not closed.
+fn skip_bracketed(chars: &[char], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < chars.len() {
+        match chars[i] {
+            '{' | '[' => depth += 1,
+            '}' | ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            '"' => {
+                i = skip_quoted(chars, i);
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A stage's per-item latency as cumulative counts under fixed bounds:
@@ -242,8 +408,11 @@ pub struct Report {
     /// Items emitted by the sources, per second of the run.
     pub items_per_s: f64,
     pub stages: Vec<StageReport>,
-    /// The most frequent error messages, most frequent first.
+    /// The most frequent error groups, most frequent first.
     pub errors: Vec<ErrorReport>,
+    /// Error groups beyond those listed, and the errors in them.
+    #[serde(skip_serializing_if = "LeftOut::is_empty")]
+    pub errors_left_out: LeftOut,
     pub bottleneck: Option<Bottleneck>,
 }
 
@@ -306,10 +475,32 @@ pub struct WaitReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct ErrorReport {
     pub stage: String,
+    /// The first message of the group, as it was.
     pub message: String,
+    /// When the messages of the group differed: their shared shape, with
+    /// what varied shown as `N`, `"…"`, `{…}` or a URL's `/…`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Then: the group's first distinct messages (a few), the first one
+    /// included.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
     pub count: u64,
     /// One item that failed with this message, as JSON (shortened).
     pub sample: String,
+}
+
+/// Error groups not listed in a report, and how many errors they hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LeftOut {
+    pub groups: u64,
+    pub errors: u64,
+}
+
+impl LeftOut {
+    pub fn is_empty(&self) -> bool {
+        self.errors == 0
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -403,27 +594,31 @@ pub(crate) fn stage_report(
     }
 }
 
-pub(crate) fn error_reports(stage: &str, c: &StageCounters) -> Vec<ErrorReport> {
+/// A stage's error groups, and how many more groups (and errors in them)
+/// it saw beyond those kept.
+pub(crate) fn error_reports(stage: &str, c: &StageCounters) -> (Vec<ErrorReport>, LeftOut) {
     let t = c.errors_seen.lock().unwrap_or_else(|e| e.into_inner());
-    let mut out: Vec<ErrorReport> = t
-        .by_message
+    let groups = t
+        .groups
         .iter()
-        .map(|(message, (count, sample))| ErrorReport {
+        .map(|(template, g)| ErrorReport {
             stage: stage.to_string(),
-            message: message.clone(),
-            count: *count,
-            sample: sample.clone(),
+            message: g.messages[0].clone(),
+            template: (g.messages.len() > 1).then(|| template.clone()),
+            examples: if g.messages.len() > 1 {
+                g.messages.clone()
+            } else {
+                Vec::new()
+            },
+            count: g.count,
+            sample: g.sample.clone(),
         })
         .collect();
-    if t.other > 0 {
-        out.push(ErrorReport {
-            stage: stage.to_string(),
-            message: format!("(other messages, beyond the first {DISTINCT_ERRORS})"),
-            count: t.other,
-            sample: String::new(),
-        });
-    }
-    out
+    let left_out = LeftOut {
+        groups: t.other_groups.len() as u64,
+        errors: t.other,
+    };
+    (groups, left_out)
 }
 
 /// The stage that held the run back, and why, reasoned from how busy each
@@ -498,4 +693,85 @@ pub fn bottleneck(stages: &[StageReport], elapsed_s: f64) -> Option<Bottleneck> 
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn what_varies_per_item_leaves_the_template() {
+        for (message, want) in [
+            (
+                "http 404 for https://a.example/p/17?x=1",
+                "http N for https://a.example/…",
+            ),
+            (
+                "deep.jsonl:2: invalid JSON: nested deeper than 256 levels",
+                "deep.jsonl:N: invalid JSON: nested deeper than N levels",
+            ),
+            (
+                r#"cannot index "x\"y" with {"a":[1,{"b":2}]}"#,
+                r#"cannot index "…" with {…}"#,
+            ),
+            ("id a3f9-77c2 not found", "id N not found"),
+            ("exit status 1", "exit status N"),
+            ("plain words stay", "plain words stay"),
+            ("unclosed \"quote", "unclosed \"…\""),
+            ("unbalanced [ bracket", "unbalanced [ bracket"),
+            ("", ""),
+        ] {
+            assert_eq!(template(message), want, "{message}");
+        }
+    }
+
+    #[test]
+    fn templates_are_bounded() {
+        let long = "word ".repeat(10_000);
+        assert!(template(&long).len() <= TEMPLATE_LEN + 8);
+    }
+
+    #[test]
+    fn messages_quoting_items_fall_into_one_group() {
+        let c = StageCounters::default();
+        for i in 0..900 {
+            c.record_error(&format!("GET https://u:pw@h/item/{i}: 404"), || {
+                format!("{{\"i\":{i}}}")
+            });
+        }
+        c.record_error("other failure", String::new);
+        let (groups, left) = error_reports("fetch", &c);
+        assert_eq!(left, LeftOut::default());
+        let big = groups
+            .iter()
+            .find(|g| g.count == 900)
+            .expect("one group of 900");
+        assert_eq!(big.message, "GET https://***@h/item/0: 404");
+        assert_eq!(big.template.as_deref(), Some("GET https://***@h/…: N"));
+        assert_eq!(big.sample, "{\"i\":0}");
+        assert_eq!(big.examples.len(), EXAMPLES);
+        assert_eq!(big.examples[1], "GET https://***@h/item/1: 404");
+        assert_eq!(groups.len(), 2);
+    }
+
+    #[test]
+    fn groups_beyond_the_kept_ones_are_counted() {
+        let c = StageCounters::default();
+        for i in 0..DISTINCT_ERRORS + 5 {
+            let word: String = (0..4)
+                .map(|k| (b'a' + ((i >> (k * 4)) & 15) as u8) as char)
+                .collect();
+            c.record_error(&format!("failure {word}"), String::new);
+            c.record_error(&format!("failure {word}"), String::new);
+        }
+        let (groups, left) = error_reports("s", &c);
+        assert_eq!(groups.len(), DISTINCT_ERRORS);
+        assert_eq!(
+            left,
+            LeftOut {
+                groups: 5,
+                errors: 10
+            }
+        );
+    }
 }

@@ -200,6 +200,7 @@ impl WorkerLoop<'_> {
             }
             self.share_latency();
         }
+        self.held.out.set_run_stopping(self.shared.stopping());
         let finished = match &mut self.slot {
             Slot::Transform(t) => catch(|| t.finish(&mut self.held.out)),
             Slot::Processor(p) => CatchUnwind(p.finish(&mut self.held.out)).await,
@@ -242,6 +243,8 @@ impl WorkerLoop<'_> {
         let mut k = 0;
         // Where item k's outputs begin, to discard them if it panics.
         let mut mark = 0;
+        // The items of the batch that failed (taken out of it).
+        let mut failed_at: Vec<usize> = Vec::new();
         while k < n {
             let Slot::Transform(t) = &mut self.slot else {
                 unreachable!("the fast path runs transforms")
@@ -268,6 +271,7 @@ impl WorkerLoop<'_> {
                                 error,
                                 attempts: 1,
                             });
+                            failed_at.push(k);
                         }
                         k += 1;
                     }
@@ -282,6 +286,7 @@ impl WorkerLoop<'_> {
                     error: StageError::permanent(panic),
                     attempts: 1,
                 });
+                failed_at.push(k);
                 k += 1;
                 self.slot = make(self.st, self.index, self.factory)?;
             }
@@ -289,10 +294,41 @@ impl WorkerLoop<'_> {
                 break;
             }
         }
+        self.commit_batch(k, &failed_at)?;
         self.held.out.set_lineage(Lineage::NONE);
         let took = started.elapsed();
         self.latency.record_batch(took, k);
         Ok((k, took))
+    }
+
+    /// Commits the first `handled` items of the batch (a sink writes what
+    /// it buffered). If that fails, each of them that had not failed
+    /// already fails with the commit's error: none reached its destination.
+    fn commit_batch(&mut self, handled: usize, failed_at: &[usize]) -> Result<(), String> {
+        let Slot::Transform(t) = &mut self.slot else {
+            return Ok(());
+        };
+        let error = match catch(|| t.commit()) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(panic) => {
+                self.slot = make(self.st, self.index, self.factory)?;
+                StageError::permanent(panic)
+            }
+        };
+        let mut failed = failed_at.iter().peekable();
+        for k in 0..handled {
+            if failed.next_if_eq(&&k).is_some() {
+                continue;
+            }
+            let item = std::mem::take(&mut self.held.batch[k]);
+            self.held.failed.push(Failed {
+                item,
+                error: error.clone(),
+                attempts: 1,
+            });
+        }
+        Ok(())
     }
 
     /// The per-item path: every attempt takes a rate-limit token, runs
@@ -379,7 +415,12 @@ impl WorkerLoop<'_> {
                     t.apply(value, &mut self.held.out)
                 })
             }),
-            (Slot::Transform(_), Some(limit)) => return self.attempt_on_thread(value, limit).await,
+            (Slot::Transform(_), Some(limit)) => {
+                return match self.attempt_on_thread(value, limit).await? {
+                    Ok(()) => self.commit_one(),
+                    failed => Ok(failed),
+                };
+            }
             (Slot::Processor(p), None) => CatchUnwind(p.process(value, &mut self.held.out)).await,
             (Slot::Processor(p), Some(limit)) => {
                 let call = CatchUnwind(p.process(value, &mut self.held.out));
@@ -391,8 +432,27 @@ impl WorkerLoop<'_> {
             }
             (Slot::Lent, _) => unreachable!("a lent worker is replaced before the next attempt"),
         };
-        match outcome {
-            Ok(result) => Ok(result),
+        let result = match outcome {
+            Ok(result) => result,
+            Err(panic) => {
+                self.slot = make(self.st, self.index, self.factory)?;
+                return Ok(Err(StageError::permanent(panic)));
+            }
+        };
+        match result {
+            Ok(()) => self.commit_one(),
+            failed => Ok(failed),
+        }
+    }
+
+    /// Commits one successful attempt of a transform: it counts once what
+    /// it wrote is committed.
+    fn commit_one(&mut self) -> Result<Result<(), StageError>, String> {
+        let Slot::Transform(t) = &mut self.slot else {
+            return Ok(Ok(()));
+        };
+        match catch(|| t.commit()) {
+            Ok(committed) => Ok(committed),
             Err(panic) => {
                 self.slot = make(self.st, self.index, self.factory)?;
                 Ok(Err(StageError::permanent(panic)))

@@ -13,15 +13,19 @@ use crate::format::{Destination, WriteFormat, file_sink};
 pub struct StdoutOptions {
     /// `jsonl` (one JSON document per line, the default), `lines` (strings
     /// as they are, anything else as JSON), `json` (one JSON array of every
-    /// item) or `csv` (a header row from the first item's keys, then a row
-    /// per object), as for `write`.
+    /// item) or `csv` (a header row, then a row per object), as for `write`.
     #[serde(default)]
     pub format: WriteFormat,
+    /// With `csv`: the header, in order. Each item's fields of those names
+    /// become its row (missing ones empty, others left out). By default the
+    /// header is the keys of the first object that has any.
+    pub columns: Option<Vec<String>>,
 }
 
 impl StageOptions for StdoutOptions {
     fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError> {
-        let dest = Destination::new("-".into(), false, self.format, ctx.workers);
+        crate::format::check_columns(self.format, self.columns.as_deref())?;
+        let dest = Destination::new("-".into(), false, self.format, ctx.workers, self.columns);
         Ok(file_sink(dest))
     }
 }

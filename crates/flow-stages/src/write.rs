@@ -7,19 +7,26 @@ use serde::Deserialize;
 
 use crate::format::{Destination, WriteFormat, file_sink};
 
-/// Writes items to a file. The file is replaced unless `append` is set; its
-/// directory is created if missing. Several workers share the one file and
-/// never interleave within an item; output is written as items arrive, a
-/// `json` array too.
+/// Writes items to a file. The file is replaced unless `append` is set, and
+/// only when the first item is written: a run that stops before that leaves
+/// the previous file alone (a run that ends with nothing to write leaves an
+/// empty one). Its directory is created if missing. Several workers share
+/// the one file and never interleave within an item; each batch of items is
+/// written as it is handled, and counts as written once it is in the file.
+/// A write that fails (a full disk) is cut back off the file, so the file
+/// holds exactly the items counted as written, whole, and a `json` file is
+/// a valid array after every batch. Appending to a file whose last line was
+/// cut off (a run killed mid-write) starts on a new line, with a warning.
 ///
 /// With `format: csv` each item is an object and becomes a row. The header
-/// is the first item's keys, in their order. A later item without one of
-/// those keys gets an empty cell; an item with a key the header lacks fails
-/// (a permanent error, so `on_error` decides), since the header is already
-/// written. Strings are written as they are, null as an empty cell,
-/// anything else (numbers, booleans, nested arrays and objects) as JSON
-/// text. To choose the columns and their order, put a `map` like
-/// `{id, title, score}` before it.
+/// is `columns` if given, else the keys of the first object that has any,
+/// in their order (an empty object before that fails: it has no columns).
+/// A later item without one of those keys gets an empty cell; an item with
+/// a key the header lacks fails (a permanent error, so `on_error` decides)
+/// unless `columns` was given, which picks the cells. Strings are written
+/// as they are, null as an empty cell, anything else (numbers, booleans,
+/// nested arrays and objects) as JSON text. With `format: lines`, a string
+/// holding a line break fails (it would become several lines).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteOptions {
@@ -37,6 +44,10 @@ pub struct WriteOptions {
     /// again. Not allowed with `json` (two arrays in one file are not JSON).
     #[serde(default)]
     pub append: bool,
+    /// With `csv`: the header, in order. Each item's fields of those names
+    /// become its row (missing ones empty, others left out). By default the
+    /// header is the keys of the first object that has any.
+    pub columns: Option<Vec<String>>,
 }
 
 impl StageOptions for WriteOptions {
@@ -50,8 +61,9 @@ impl StageOptions for WriteOptions {
                 "cannot append to a JSON array; use format `jsonl` to append",
             ));
         }
+        crate::format::check_columns(self.format, self.columns.as_deref())?;
         let path = ctx.resolve_path(&self.path);
-        let dest = Destination::new(path, self.append, self.format, ctx.workers);
+        let dest = Destination::new(path, self.append, self.format, ctx.workers, self.columns);
         Ok(file_sink(dest))
     }
 }
