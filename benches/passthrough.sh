@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runner overhead: flow's `generate N -> map '.' -> drop` (benches/passthrough.yaml)
-# against the hand-written tokio pipeline in ../shared/bench/tokio-baseline
+# against the hand-written tokio pipeline in benches/tokio-baseline
 # (`passthrough N`: typed items, per-item sends, two hops), alternating the two
 # ROUNDS times in one run. Prints every run, the medians, the ratio, and
 # flow's peak RSS at N/10 and N items (queues are bounded: it must stay flat).
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000000}
 ROUNDS=${ROUNDS:-5}
-BASELINE=${BASELINE:-../shared/bench/tokio-baseline}
+BASELINE=${BASELINE:-benches/tokio-baseline}
 
 cargo build --release --quiet -p flow-cli
 cargo build --release --quiet --manifest-path "$BASELINE/Cargo.toml" --target-dir target/baseline

@@ -98,7 +98,7 @@ enum Command {
     },
 }
 
-/// Exit codes, as DESIGN.md gives them.
+/// The exit codes of `flow`.
 pub mod exit {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;

@@ -510,7 +510,7 @@ pub struct Bottleneck {
 }
 
 impl Report {
-    /// The process exit code DESIGN.md gives this outcome.
+    /// The process exit code of this outcome.
     pub fn exit_code(&self) -> i32 {
         match self.status {
             Status::Running => 0,
