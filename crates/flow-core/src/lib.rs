@@ -55,6 +55,52 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// Parses a size in bytes: `4096`, `64KiB`, `16MiB`, `1.5GB` (units `B`,
+/// `KB`, `MB`, `GB`, `TB` of 1000 and `KiB`, `MiB`, `GiB`, `TiB` of 1024; a
+/// space before the unit is allowed; case does not matter). At least one
+/// byte; a number too large for 64 bits is an error, not an overflow.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let bad = || format!("invalid size {text:?}: write a number of bytes, or 64KiB, 16MiB, 1GB");
+    if number.is_empty() {
+        return Err(bad());
+    }
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {other:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let bytes = match number.parse::<u64>() {
+        Ok(n) => n.checked_mul(scale),
+        Err(_) => {
+            let x: f64 = number.parse().map_err(|_| bad())?;
+            let b = x * scale as f64;
+            // 2^63 and more would not convert back exactly.
+            (b.is_finite() && b < 9.2e18).then_some(b as u64)
+        }
+    };
+    match bytes {
+        None => Err(format!("invalid size {text:?}: too large")),
+        Some(0) => Err(format!("invalid size {text:?}: must be at least one byte")),
+        Some(n) => Ok(n),
+    }
+}
+
 /// Deserialises a duration option written the humantime way (`250ms`,
 /// `1m 30s`, at most 365 days): use with
 /// `#[serde(deserialize_with = "flow_core::duration")]` and

@@ -129,37 +129,18 @@ pub const MAX_QUEUE_BYTES: u64 = 64 << 30;
 /// Parses a size: `1024`, `64KB`, `256MiB`, `1.5GB`; at least one byte, at
 /// most [`MAX_QUEUE_BYTES`].
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().map_err(|_| {
-        format!("invalid size {text:?}: write a number of bytes, or 64KB, 256MiB, 1GB")
-    })?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" | "k" => 1e3,
-        "mb" | "m" => 1e6,
-        "gb" | "g" => 1e9,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "invalid size {text:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"
-            ));
+    let too_large = || format!("invalid size {text:?}: must be at most 64GiB");
+    let bytes = flow_core::parse_size(text).map_err(|e| {
+        if e.ends_with("too large") {
+            too_large()
+        } else {
+            e
         }
-    };
-    let bytes = number * scale;
-    if bytes < 1.0 {
-        return Err(format!("invalid size {text:?}: must be at least one byte"));
+    })?;
+    if bytes > MAX_QUEUE_BYTES {
+        return Err(too_large());
     }
-    // A float, so a thousand digits are a large number, not an overflow.
-    if !bytes.is_finite() || bytes > MAX_QUEUE_BYTES as f64 {
-        return Err(format!("invalid size {text:?}: must be at most 64GiB"));
-    }
-    Ok(usize::try_from(bytes as u64).unwrap_or(usize::MAX))
+    Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]

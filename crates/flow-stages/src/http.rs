@@ -603,33 +603,7 @@ fn headers_object(headers: &HeaderMap) -> Value {
 
 /// Parses a size: `1048576`, `512KB`, `64MiB`, `1.5GB`.
 fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().map_err(|_| {
-        format!("invalid size {text:?}: write a number of bytes, or 512KB, 64MiB, 1GB")
-    })?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" | "k" => 1e3,
-        "mb" | "m" => 1e6,
-        "gb" | "g" => 1e9,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "invalid size {text:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"
-            ));
-        }
-    };
-    let bytes = number * scale;
-    if !(1.0..=u64::MAX as f64).contains(&bytes) {
-        return Err(format!("invalid size {text:?}: must be at least one byte"));
-    }
-    Ok(bytes as u64)
+    flow_core::parse_size(text)
 }
 
 impl StageOptions for HttpOptions {

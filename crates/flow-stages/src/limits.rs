@@ -35,48 +35,9 @@ impl Size {
         usize::try_from(self.0).unwrap_or(usize::MAX)
     }
 
-    /// Parses a size option.
+    /// Parses a size option (see [`flow_core::parse_size`]).
     pub fn parse(text: &str) -> Result<Size, String> {
-        let t = text.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (number, unit) = t.split_at(split);
-        let bad =
-            || format!("invalid size {text:?}: write a number of bytes, or 64KiB, 16MiB, 1GB");
-        if number.is_empty() {
-            return Err(bad());
-        }
-        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" | "k" => 1_000,
-            "mb" | "m" => 1_000_000,
-            "gb" | "g" => 1_000_000_000,
-            "tb" | "t" => 1_000_000_000_000,
-            "kib" => 1 << 10,
-            "mib" => 1 << 20,
-            "gib" => 1 << 30,
-            "tib" => 1 << 40,
-            other => {
-                return Err(format!(
-                    "invalid size {text:?}: unknown unit {other:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-                ));
-            }
-        };
-        let bytes = match number.parse::<u64>() {
-            Ok(n) => n.checked_mul(scale),
-            Err(_) => {
-                let x: f64 = number.parse().map_err(|_| bad())?;
-                let b = x * scale as f64;
-                // 2^63 and more would not convert back exactly.
-                (b.is_finite() && b < 9.2e18).then_some(b as u64)
-            }
-        };
-        match bytes {
-            None => Err(format!("invalid size {text:?}: too large")),
-            Some(0) => Err(format!("invalid size {text:?}: must be at least one byte")),
-            Some(n) => Ok(Size(n)),
-        }
+        flow_core::parse_size(text).map(Size)
     }
 }
 
