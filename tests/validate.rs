@@ -801,7 +801,7 @@ fn a_queue_bytes_that_is_not_a_size_is_rejected() {
             "    queue_bytes: 12 parsecs",
         ]),
         &[
-            r#"bad.yaml:7:18: stage "out": queue_bytes: invalid size "12 parsecs": unknown unit "parsecs" (B, KB, MB, GB, KiB, MiB, GiB)"#,
+            r#"bad.yaml:7:18: stage "out": queue_bytes: invalid size "12 parsecs": unknown unit "parsecs" (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"#,
         ],
     );
     assert_problems(
@@ -869,7 +869,7 @@ fn bad_flow_control_values_in_defaults_are_reported_once_at_the_default() {
             "bad.yaml:4:22: defaults.retry.attempts: must be at least 1 (the first try counts)",
             "bad.yaml:4:51: defaults.retry.max_backoff: 10ms is less than the backoff (1s)",
             "bad.yaml:5:12: defaults.timeout: must be longer than zero",
-            r#"bad.yaml:6:16: defaults.queue_bytes: invalid size "12 parsecs": unknown unit "parsecs" (B, KB, MB, GB, KiB, MiB, GiB)"#,
+            r#"bad.yaml:6:16: defaults.queue_bytes: invalid size "12 parsecs": unknown unit "parsecs" (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"#,
         ],
     );
 }

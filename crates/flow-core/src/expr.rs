@@ -205,7 +205,10 @@ impl Expr {
             Ctx::<data::JustLut<Value>>::new(&self.filter.lut, Vars::new(vars.iter().cloned()));
         for out in self.filter.id.run((ctx, input)) {
             match out {
-                Ok(v) if crate::json::deeper_than(&v, crate::json::MAX_DEPTH) => {
+                Ok(v)
+                    if matches!(v, Value::Arr(_) | Value::Obj(_))
+                        && crate::json::deeper_than(&v, crate::json::MAX_DEPTH) =>
+                {
                     crate::json::drop_value(v);
                     return Err(self.error(format!(
                         "gave a value nested deeper than {} levels",

@@ -79,6 +79,8 @@ thread_local! {
     /// The lowest stack address the running evaluation may reach; 0 when
     /// none runs.
     static FLOOR: Cell<usize> = const { Cell::new(0) };
+    /// This thread's floor, once known (0 until then).
+    static THREAD_FLOOR: Cell<usize> = const { Cell::new(0) };
     static COUNTDOWN: Cell<u32> = const { Cell::new(CHECK_EVERY) };
     static STOPPED: Cell<Option<Stop>> = const { Cell::new(None) };
 }
@@ -124,14 +126,20 @@ pub(crate) struct Evaluation {
 
 impl Evaluation {
     pub(crate) fn enter() -> Self {
-        install_hook();
-        let here = stack_pointer();
-        // What is left below this frame, as the thread's stack bounds say;
-        // 1 MiB when they are unknown (no thread runs on less).
-        let room = stacker::remaining_stack().unwrap_or(1 << 20);
-        let usable = room.saturating_sub(STACK_RESERVE);
-        // With no usable room the floor is here: the first step stops.
-        let floor = here.saturating_sub(usable).max(1);
+        let mut floor = THREAD_FLOOR.get();
+        if floor == 0 {
+            // Once per thread: the lowest address an evaluation may reach is
+            // the end of the thread's stack (as its bounds say; 1 MiB below
+            // here when they are unknown, as no thread runs on less) plus
+            // the reserve, wherever on the stack the evaluation starts.
+            // Evaluations run on the thread's own stack (compiling, which
+            // runs on a grown one, evaluates nothing).
+            install_hook();
+            let here = stack_pointer();
+            let room = stacker::remaining_stack().unwrap_or(1 << 20);
+            floor = here.saturating_sub(room) + STACK_RESERVE;
+            THREAD_FLOOR.set(floor);
+        }
         STOPPED.set(None);
         Evaluation {
             floor: FLOOR.replace(floor),
@@ -165,18 +173,20 @@ fn hook() -> bool {
         STOPPED.set(Some(Stop::TooDeep));
         return true;
     }
-    let cancel = CANCEL.get();
-    // SAFETY: as in `check`.
-    if !cancel.is_null() && unsafe { (*cancel).load(Ordering::Relaxed) } {
-        STOPPED.set(Some(Stop::Cancelled));
-        return true;
-    }
+    // The flag and the clock, every CHECK_EVERY steps: a few microseconds
+    // of work apart, and nothing shared read on every step.
     let n = COUNTDOWN.get();
     if n > 0 {
         COUNTDOWN.set(n - 1);
         return false;
     }
     COUNTDOWN.set(CHECK_EVERY);
+    let cancel = CANCEL.get();
+    // SAFETY: as in `check`.
+    if !cancel.is_null() && unsafe { (*cancel).load(Ordering::Relaxed) } {
+        STOPPED.set(Some(Stop::Cancelled));
+        return true;
+    }
     match DEADLINE.get() {
         Some((at, limit)) if Instant::now() >= at => {
             STOPPED.set(Some(Stop::TimedOut(limit)));

@@ -578,6 +578,10 @@ pub fn deeper_than(value: &Value, limit: usize) -> bool {
     fn nested(c: &&Value) -> bool {
         matches!(c, Value::Arr(_) | Value::Obj(_))
     }
+    if !nested(&value) {
+        // A scalar: the common output, checked at no cost.
+        return false;
+    }
     // Only nested containers are stacked: a flat record allocates nothing.
     let mut stack: Vec<(&Value, usize)> = Vec::new();
     let (mut v, mut depth) = (value, 0);

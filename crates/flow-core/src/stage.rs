@@ -236,6 +236,7 @@ impl Output {
     }
 
     /// Emits a value made from the current input.
+    #[inline]
     pub fn emit(&mut self, value: Value) {
         let lineage = self.current.clone();
         self.push(Item { value, lineage });
@@ -248,11 +249,18 @@ impl Output {
         self.push(Item { value, lineage });
     }
 
+    #[inline]
     fn push(&mut self, item: Item) {
         self.items.push(item);
-        if self.items.len() >= SPILL_AT
-            && let Some(spill) = &mut self.spill
-        {
+        if self.items.len() >= SPILL_AT && self.spill.is_some() {
+            self.spill_now();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn spill_now(&mut self) {
+        if let Some(spill) = &mut self.spill {
             self.spilled += self.items.len() as u64;
             spill(&mut self.items);
             self.items.clear();

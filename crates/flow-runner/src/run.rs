@@ -75,10 +75,26 @@ struct Control {
     /// Everything stops: nothing more is handled.
     abandon: Flag,
     /// The same as `abandon`, for jq evaluations (`interrupt::Limits`).
-    cancel: Arc<AtomicBool>,
+    cancel: Arc<CancelFlag>,
     interrupted: AtomicBool,
     /// The run, once started, so `abandon` can halt its queues.
     shared: std::sync::OnceLock<Weak<Shared>>,
+}
+
+/// The flag that cancels jq evaluations, alone on its cache line: every
+/// evaluation step of every worker reads it, so no counter written by
+/// another thread may share the line (each write would make those reads
+/// miss).
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct CancelFlag(AtomicBool);
+
+impl std::ops::Deref for CancelFlag {
+    type Target = AtomicBool;
+
+    fn deref(&self) -> &AtomicBool {
+        &self.0
+    }
 }
 
 /// A one-way switch that tasks can wait on.
@@ -401,7 +417,7 @@ impl Shared {
     }
 
     /// The flag that stops jq evaluations when the run abandons its work.
-    pub(crate) fn cancel_flag(&self) -> Arc<AtomicBool> {
+    pub(crate) fn cancel_flag(&self) -> Arc<CancelFlag> {
         self.ctl.cancel.clone()
     }
 

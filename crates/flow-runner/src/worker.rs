@@ -256,9 +256,13 @@ impl WorkerLoop<'_> {
                         let item = &held.batch[k];
                         mark = held.out.len();
                         held.out.set_lineage(item.lineage.clone());
-                        let applied = interrupt::within(&limits.with_timeout(timeout), || {
-                            t.apply(&item.value, &mut held.out)
-                        });
+                        let applied = match timeout {
+                            // The batch's limits are in force already.
+                            None => t.apply(&item.value, &mut held.out),
+                            Some(_) => interrupt::within(&limits.with_timeout(timeout), || {
+                                t.apply(&item.value, &mut held.out)
+                            }),
+                        };
                         if let Err(error) = applied {
                             held.out.truncate(mark);
                             if cancel.load(Ordering::Relaxed) {
