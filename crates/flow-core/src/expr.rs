@@ -503,6 +503,7 @@ mod tests {
         let cancel = AtomicBool::new(true);
         let limits = crate::interrupt::Limits {
             deadline: None,
+            timeout: None,
             cancel: Some(&cancel),
         };
         let err = run_limited("last(range(1e18))", &limits).unwrap_err();

@@ -48,6 +48,11 @@ pub struct Limits<'a> {
     /// When evaluations must stop, and the limit that set it (for the
     /// message).
     pub deadline: Option<(Instant, Duration)>,
+    /// A time limit whose clock starts at the evaluation's first check (a
+    /// few microseconds in, after [`CHECK_EVERY`] steps at most), so that
+    /// an evaluation shorter than that never reads the clock: what makes a
+    /// `timeout:` almost free on cheap expressions.
+    pub timeout: Option<Duration>,
     /// Set by another thread to stop the evaluations at once.
     pub cancel: Option<&'a AtomicBool>,
 }
@@ -57,15 +62,18 @@ impl<'a> Limits<'a> {
     pub fn timeout(limit: Duration) -> Self {
         Limits {
             deadline: Some((Instant::now() + limit, limit)),
+            timeout: None,
             cancel: None,
         }
     }
 
-    /// These limits with a deadline `limit` from now (none: unchanged).
+    /// These limits with a time limit of `limit` (none: unchanged), its
+    /// clock started at the first check (see [`Limits::timeout`]).
     pub fn with_timeout(self, limit: Option<Duration>) -> Self {
         match limit {
             Some(limit) => Limits {
-                deadline: Some((Instant::now() + limit, limit)),
+                deadline: None,
+                timeout: Some(limit),
                 ..self
             },
             None => self,
@@ -75,6 +83,8 @@ impl<'a> Limits<'a> {
 
 thread_local! {
     static DEADLINE: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
+    /// A time limit whose clock starts at the next check.
+    static PENDING: Cell<Option<Duration>> = const { Cell::new(None) };
     static CANCEL: Cell<*const AtomicBool> = const { Cell::new(std::ptr::null()) };
     /// The lowest stack address the running evaluation may reach; 0 when
     /// none runs.
@@ -88,17 +98,26 @@ thread_local! {
 /// Runs `f` with `limits` on the evaluations it makes on this thread; the
 /// limits in force before are restored after.
 pub fn within<R>(limits: &Limits, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<(Instant, Duration)>, *const AtomicBool);
+    struct Restore(
+        Option<(Instant, Duration)>,
+        Option<Duration>,
+        *const AtomicBool,
+    );
     impl Drop for Restore {
         fn drop(&mut self) {
             DEADLINE.set(self.0);
-            CANCEL.set(self.1);
+            PENDING.set(self.1);
+            CANCEL.set(self.2);
         }
     }
     let cancel = limits
         .cancel
         .map_or(std::ptr::null(), |c| c as *const AtomicBool);
-    let _restore = Restore(DEADLINE.replace(limits.deadline), CANCEL.replace(cancel));
+    let _restore = Restore(
+        DEADLINE.replace(limits.deadline),
+        PENDING.replace(limits.timeout),
+        CANCEL.replace(cancel),
+    );
     // The flag is borrowed for longer than this call.
     f()
 }
@@ -112,10 +131,21 @@ pub fn check() -> Option<Stop> {
     if !cancel.is_null() && unsafe { (*cancel).load(Ordering::Relaxed) } {
         return Some(Stop::Cancelled);
     }
-    match DEADLINE.get() {
+    match deadline() {
         Some((at, limit)) if Instant::now() >= at => Some(Stop::TimedOut(limit)),
         _ => None,
     }
+}
+
+/// The deadline in force, its clock started now if it was pending.
+fn deadline() -> Option<(Instant, Duration)> {
+    if let Some(d) = DEADLINE.get() {
+        return Some(d);
+    }
+    let limit = PENDING.take()?;
+    let d = (Instant::now() + limit, limit);
+    DEADLINE.set(Some(d));
+    Some(d)
 }
 
 /// An evaluation in progress: sets the stack floor for the hook, and
@@ -187,7 +217,7 @@ fn hook() -> bool {
         STOPPED.set(Some(Stop::Cancelled));
         return true;
     }
-    match DEADLINE.get() {
+    match deadline() {
         Some((at, limit)) if Instant::now() >= at => {
             STOPPED.set(Some(Stop::TimedOut(limit)));
             true
@@ -216,6 +246,7 @@ mod tests {
                 Instant::now() - Duration::from_millis(1),
                 Duration::from_secs(2),
             )),
+            timeout: None,
             cancel: Some(&cancel),
         };
         within(&limits, || {
@@ -226,5 +257,19 @@ mod tests {
             assert_eq!(check(), Some(Stop::Cancelled));
         });
         assert_eq!(check(), None);
+    }
+
+    #[test]
+    fn a_pending_timeout_starts_at_the_first_check() {
+        let limits = Limits::default().with_timeout(Some(Duration::from_millis(30)));
+        within(&limits, || {
+            assert_eq!(DEADLINE.get(), None, "no clock read before a check");
+            assert_eq!(check(), None);
+            let (at, limit) = DEADLINE.get().expect("started by the check");
+            assert_eq!(limit, Duration::from_millis(30));
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            assert_eq!(check(), Some(Stop::TimedOut(limit)));
+        });
+        assert_eq!((DEADLINE.get(), PENDING.get()), (None, None), "restored");
     }
 }

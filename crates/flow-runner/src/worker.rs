@@ -238,6 +238,7 @@ impl WorkerLoop<'_> {
         // Every evaluation stops when the run abandons its work.
         let limits = Limits {
             deadline: None,
+            timeout: None,
             cancel: Some(cancel),
         };
         let mut k = 0;
@@ -407,6 +408,7 @@ impl WorkerLoop<'_> {
         let cancel: &AtomicBool = self.cancel;
         let limits = Limits {
             deadline: None,
+            timeout: None,
             cancel: Some(cancel),
         };
         let outcome = match (&mut self.slot, timeout) {
