@@ -38,6 +38,7 @@ fn measured(cmd: &mut Command) -> Measured {
         s
     });
     let (code, peak_mib) = wait4(child.id());
+    eprintln!("peak RSS of flow: {peak_mib:.0} MiB");
     Measured {
         code,
         stderr: reader.join().expect("the reader ends"),
