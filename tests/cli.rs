@@ -416,32 +416,6 @@ mod signals {
 }
 
 #[test]
-fn every_pipeline_in_the_readme_validates() {
-    let readme = std::fs::read_to_string(flow_tests::repo_root().join("README.md")).unwrap();
-    let blocks: Vec<&str> = readme
-        .split("```yaml\n")
-        .skip(1)
-        .filter_map(|b| b.split("```").next())
-        .filter(|b| b.contains("stages:"))
-        .collect();
-    assert!(
-        blocks.len() >= 2,
-        "found {} pipelines in the README",
-        blocks.len()
-    );
-    for (i, yaml) in blocks.iter().enumerate() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = write_pipeline(dir.path(), &format!("readme-{i}.yaml"), yaml);
-        let out = run(flow().arg("validate").arg(&file));
-        assert_eq!(
-            out.code, 0,
-            "README pipeline {i} does not validate:\n{yaml}\n{}",
-            out.stderr
-        );
-    }
-}
-
-#[test]
 fn a_slow_stream_reaches_stdout_as_it_arrives() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
@@ -478,23 +452,6 @@ fn a_slow_stream_reaches_stdout_as_it_arrives() {
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());
-}
-
-#[test]
-fn pipelines_shown_in_the_readme_are_exact_copies_of_their_files() {
-    let root = flow_tests::repo_root();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let mut shown = 0;
-    for part in readme.split("<!-- file: ").skip(1) {
-        let (file, rest) = part
-            .split_once(" -->\n```yaml\n")
-            .expect("a yaml block follows the marker");
-        let block = rest.split("```\n").next().unwrap();
-        let text = std::fs::read_to_string(root.join(file)).unwrap();
-        assert_eq!(block, text, "README's copy of {file} differs from the file");
-        shown += 1;
-    }
-    assert!(shown >= 2, "found {shown} marked copies");
 }
 
 mod bottleneck {

@@ -1,7 +1,9 @@
 //! The `flow` command line: `run`, `validate`, `stages`, `graph`, `schema`.
 //!
-//! A custom binary with extra stage types is this crate's [`main`] plus a
-//! `use my_plugin as _;` that links the plugin's registrations.
+//! A custom binary with extra stage types is two lines: a `use my_plugin as
+//! _;` that links the plugin's registrations, and [`flow_main!`], which
+//! gives it everything the stock `flow` has (the built-in stages, the
+//! allocator, this command line).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,33 @@ use flow_stages as _;
 
 mod graph;
 mod logs;
+
+/// The `main` of a `flow` binary: the built-in stages, the allocator the
+/// stock `flow` uses (mimalloc: items are small allocations made on one
+/// thread and freed on another), and the command line. A binary with a
+/// plugin's stage types:
+///
+/// ```ignore
+/// use my_plugin as _; // links the plugin's stage types
+/// flow_cli::flow_main!();
+/// ```
+#[macro_export]
+macro_rules! flow_main {
+    () => {
+        #[global_allocator]
+        static FLOW_ALLOCATOR: $crate::__private::mimalloc::MiMalloc =
+            $crate::__private::mimalloc::MiMalloc;
+
+        fn main() {
+            $crate::main()
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use mimalloc;
+}
 mod progress;
 mod report;
 mod schema;

@@ -2,8 +2,5 @@
 //! `cargo run -p flow-example-plugin -- stages` lists it.
 
 use flow_example_plugin as _;
-use flow_stages as _;
 
-fn main() {
-    flow_cli::main()
-}
+flow_cli::flow_main!();

@@ -60,7 +60,7 @@ pub struct ReadOptions {
     /// never held whole). `csv`: the first row is the header; each further
     /// row is an object from the header's names to the row's fields, all
     /// strings, as written: numbers are not guessed (`"007"` stays
-    /// `"007"`), convert with a `map` like `.score |= tonumber`; a row with
+    /// `"007"`), convert with a `map` like `.score |= (tonumber? // null)`; a row with
     /// more or fewer fields than the header is an error. `bytes`: each file
     /// is one item `{path, name, body}`, with the file's path, its name
     /// without the directory, and its contents as binary in `body` (where
