@@ -501,11 +501,7 @@ mod tests {
     fn a_cancelled_evaluation_stops() {
         use std::sync::atomic::AtomicBool;
         let cancel = AtomicBool::new(true);
-        let limits = crate::interrupt::Limits {
-            deadline: None,
-            timeout: None,
-            cancel: Some(&cancel),
-        };
+        let limits = crate::interrupt::Limits::cancelled_by(&cancel);
         let err = run_limited("last(range(1e18))", &limits).unwrap_err();
         assert_eq!(err.message(), "stopped: the run abandoned the item");
     }

@@ -67,6 +67,14 @@ impl<'a> Limits<'a> {
         }
     }
 
+    /// No time limit; evaluations stop when `cancel` is set.
+    pub fn cancelled_by(cancel: &'a AtomicBool) -> Self {
+        Limits {
+            cancel: Some(cancel),
+            ..Limits::default()
+        }
+    }
+
     /// These limits with a time limit of `limit` (none: unchanged), its
     /// clock started at the first check (see [`Limits::timeout`]).
     pub fn with_timeout(self, limit: Option<Duration>) -> Self {

@@ -236,11 +236,7 @@ impl WorkerLoop<'_> {
         let timeout = self.st.control.timeout;
         let cancel: &AtomicBool = self.cancel;
         // Every evaluation stops when the run abandons its work.
-        let limits = Limits {
-            deadline: None,
-            timeout: None,
-            cancel: Some(cancel),
-        };
+        let limits = Limits::cancelled_by(cancel);
         let mut k = 0;
         // Where item k's outputs begin, to discard them if it panics.
         let mut mark = 0;
@@ -406,11 +402,7 @@ impl WorkerLoop<'_> {
     async fn attempt(&mut self, value: &Value) -> Result<Result<(), StageError>, String> {
         let timeout = self.st.control.timeout;
         let cancel: &AtomicBool = self.cancel;
-        let limits = Limits {
-            deadline: None,
-            timeout: None,
-            cancel: Some(cancel),
-        };
+        let limits = Limits::cancelled_by(cancel);
         let outcome = match (&mut self.slot, timeout) {
             (Slot::Transform(t), None) => {
                 catch(|| interrupt::within(&limits, || t.apply(value, &mut self.held.out)))
