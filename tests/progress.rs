@@ -76,7 +76,7 @@ fn counts_after(text: &str, stage: &str) -> Vec<u64> {
 }
 
 /// The final stats table's header row.
-const TABLE: &str = "│ stage";
+const TABLE: &str = "stage  ";
 
 #[test]
 fn a_terminal_shows_live_per_stage_lines_redrawn_in_place_then_the_table() {
