@@ -297,6 +297,23 @@ fn metrics_carry_per_stage_series_that_grow_during_the_run() {
 }
 
 #[test]
+fn addresses_may_be_a_host_name_or_just_a_port_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = slow_pipeline(dir.path(), 5);
+    // `:0` is loopback; `localhost` resolves to it: one address, one server.
+    let mut flow = Watched::start(
+        &pipeline,
+        &["--quiet", "--metrics", ":0", "--dashboard", "localhost:0"],
+    );
+    let addr = flow.metrics.unwrap();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_eq!(Some(addr), flow.dashboard, "one server for both");
+    let (status, text) = get(addr, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(flow.exit_code_within(Duration::from_secs(60)), 0);
+}
+
+#[test]
 fn api_report_is_the_live_report_with_the_graph() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = slow_pipeline(dir.path(), 30);
