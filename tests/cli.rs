@@ -789,3 +789,25 @@ stages:
         }
     }
 }
+
+#[test]
+fn printing_commands_end_quietly_when_their_reader_stops_early() {
+    use std::io::Read;
+    // The schema is more than a pipe holds (64 KiB): its write meets the
+    // closed pipe. The others may fit; they must end cleanly either way.
+    for args in [&["schema"][..], &["stages"], &["stages", "map"]] {
+        let mut child = flow()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 1];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The pipe is closed here, before the rest is read.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+}

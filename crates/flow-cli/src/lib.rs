@@ -136,6 +136,23 @@ fn parse_address(text: &str) -> Result<std::net::SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve {host:?}: no address"))
 }
 
+/// Prints `text` to stdout for a command that prints and ends (`schema`,
+/// `stages`, `graph`): a reader that closed the pipe early (`| head`) is
+/// no error; any other failed write is (exit 1). Never panics, unlike
+/// `println!`.
+fn print_out(text: &str) -> u8 {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            eprintln!("flow: cannot write to stdout: {e}");
+            exit::FAILED
+        }
+    }
+}
+
 /// The exit codes of `flow`.
 pub mod exit {
     pub const OK: u8 = 0;
