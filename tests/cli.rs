@@ -124,6 +124,7 @@ fn a_run_stopped_by_on_error_fail_exits_1() {
     assert!(out.stderr.contains("three is bad"), "{}", out.stderr);
     let stats = stats(&stats_file);
     assert_eq!(stats["status"], "failed");
+    assert_eq!(stats["exit_code"], 1);
     assert!(
         stats["failure"]
             .as_str()
@@ -152,6 +153,8 @@ fn a_clean_run_exits_0_and_writes_the_stats_contract() {
     let stats = stats(&stats_file);
     assert_eq!(stats["pipeline"], "contract");
     assert_eq!(stats["status"], "ok");
+    assert_eq!(stats["exit_code"], 0);
+    assert_eq!(stats["items_failed"], 0);
     assert!(stats["elapsed_s"].is_number() && stats["items_per_s"].is_number());
     let keep = flow_tests::stage(&stats, "keep");
     for field in [
@@ -364,6 +367,7 @@ mod signals {
             );
             let stats = stats(&stats_file);
             assert_eq!(stats["status"], "interrupted");
+            assert_eq!(stats["exit_code"], 130);
             let emitted = stage(&stats, "gen")["items_out"].as_u64().unwrap();
             assert!(emitted > 0);
             // Nothing vanished: every item the source emitted is in the file
