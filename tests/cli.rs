@@ -721,10 +721,12 @@ stages:
             .arg("--stats-json")
             .arg(&stats_file))
         .expect_code(1);
-        let last = out.stderr.lines().last().unwrap();
+        // One line: the error, once.
+        let lines: Vec<&str> = out.stderr.lines().collect();
         assert!(
-            last.starts_with("flow: stage \"r\": source failed: cannot open ")
-                && last.contains("missing.jsonl"),
+            lines.len() == 1
+                && lines[0].starts_with("flow: stage \"r\": source failed: cannot open ")
+                && lines[0].contains("missing.jsonl"),
             "{}",
             out.stderr
         );

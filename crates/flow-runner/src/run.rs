@@ -381,7 +381,18 @@ impl Shared {
     /// the sources stop, the items already emitted are still handled.
     fn fail_after_drain(&self, message: String) {
         let message = flow_core::text::redact(&message).into_owned();
-        tracing::error!("{message}");
+        // A run that fails before any stage did anything (a missing input
+        // file) ends at once, and its report is this one error: logging it
+        // as well would say it twice.
+        let started = self.stages.iter().any(|s| {
+            let c = &s.counters;
+            c.items_in.load(Ordering::Relaxed) + c.items_out.load(Ordering::Relaxed) > 0
+        });
+        if started {
+            tracing::error!("{message}");
+        } else {
+            tracing::debug!("{message}");
+        }
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_none() {
             *f = Some(message);
