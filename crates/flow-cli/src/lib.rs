@@ -280,7 +280,7 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
         }
     };
     let quiet = options.quiet;
-    let layout = report::Layout::for_stderr(options.wide);
+    let wide = options.wide;
     let control = flow_runner::RunControl::new();
     // Set once the run starts: what a stuck run's last report is read from.
     let live: Arc<Mutex<Option<flow_runner::Monitor>>> = Arc::default();
@@ -291,7 +291,7 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
             if let Some(monitor) = monitor {
                 let mut report = monitor.report();
                 report.set_status(flow_runner::Status::Interrupted);
-                finish_report(&report, quiet, layout, stats_json.as_deref());
+                finish_report(&report, quiet, wide, stats_json.as_deref());
             }
         })
     };
@@ -325,7 +325,7 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    if !finish_report(&report, quiet, layout, options.stats_json.as_deref()) {
+    if !finish_report(&report, quiet, wide, options.stats_json.as_deref()) {
         runtime.shutdown_background();
         return exit::FAILED;
     }
@@ -340,16 +340,20 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
     report.exit_code() as u8
 }
 
-/// Prints the report (unless quiet) and writes the stats file; false when
-/// the stats file cannot be written.
+/// Prints the report (unless quiet; every column when `wide`) and writes
+/// the stats file; false when the stats file cannot be written.
 fn finish_report(
     report: &flow_runner::Report,
     quiet: bool,
-    layout: report::Layout,
+    wide: bool,
     stats_json: Option<&Path>,
 ) -> bool {
     if !quiet {
-        eprint!("{}", report::render(report, layout));
+        // The terminal's width as the run ends (it may have been resized).
+        eprint!(
+            "{}",
+            report::render(report, report::Layout::for_stderr(wide))
+        );
     }
     if let Some(file) = stats_json {
         let json = serde_json::to_string_pretty(report).expect("reports serialise");
