@@ -89,6 +89,15 @@ fn a_run_with_dropped_items_exits_3_and_reports_the_error() {
     let check = flow_tests::stage(&stats, "check");
     assert_eq!(check["errors"], 1);
     assert_eq!(check["dropped"], 1);
+    // The status agrees with the exit code, and says how many failed.
+    assert_eq!(stats["status"], "partial");
+    assert_eq!(stats["exit_code"], 3);
+    assert_eq!(stats["items_failed"], 1);
+    assert!(
+        out.stderr.contains("finished, 1 item failed in "),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         stats["errors"][0]["message"],
         "expression `if . == 3 then error(\"three is bad\") else . end`: three is bad"
@@ -115,6 +124,7 @@ fn a_run_stopped_by_on_error_fail_exits_1() {
     assert!(out.stderr.contains("three is bad"), "{}", out.stderr);
     let stats = stats(&stats_file);
     assert_eq!(stats["status"], "failed");
+    assert_eq!(stats["exit_code"], 1);
     assert!(
         stats["failure"]
             .as_str()
@@ -143,6 +153,8 @@ fn a_clean_run_exits_0_and_writes_the_stats_contract() {
     let stats = stats(&stats_file);
     assert_eq!(stats["pipeline"], "contract");
     assert_eq!(stats["status"], "ok");
+    assert_eq!(stats["exit_code"], 0);
+    assert_eq!(stats["items_failed"], 0);
     assert!(stats["elapsed_s"].is_number() && stats["items_per_s"].is_number());
     let keep = flow_tests::stage(&stats, "keep");
     for field in [
@@ -355,6 +367,7 @@ mod signals {
             );
             let stats = stats(&stats_file);
             assert_eq!(stats["status"], "interrupted");
+            assert_eq!(stats["exit_code"], 130);
             let emitted = stage(&stats, "gen")["items_out"].as_u64().unwrap();
             assert!(emitted > 0);
             // Nothing vanished: every item the source emitted is in the file
@@ -482,7 +495,9 @@ mod bottleneck {
             stats["bottleneck"]["stage"].as_str().unwrap(),
             stats["bottleneck"]["reason"].as_str().unwrap()
         );
-        assert!(out.stderr.contains(&line), "{}", out.stderr);
+        // The report wraps long lines to the width, indenting the rest.
+        let unwrapped = out.stderr.replace("\n  ", " ");
+        assert!(unwrapped.contains(&line), "{}", out.stderr);
         stats
     }
 
@@ -500,6 +515,34 @@ mod bottleneck {
         // and `slow` only waits on it.
         let stats = bottleneck_with_slow_workers(8);
         assert_eq!(stats["bottleneck"]["stage"], "steady", "{stats}");
+    }
+
+    #[test]
+    fn a_source_on_an_interval_sets_the_pace_however_busy_the_next_stage() {
+        // `work` is busy about 60% of the time, but never behind: the
+        // interval decides how fast the run goes.
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_pipeline(
+            dir.path(),
+            "p.yaml",
+            "stages:
+  - {name: tick, type: generate, with: {count: 25, interval: 25ms}}
+  - {name: work, type: sleep, with: {duration: 15ms}}
+  - {name: out, type: drop}
+",
+        );
+        let stats_file = dir.path().join("stats.json");
+        run(flow()
+            .arg("run")
+            .arg(&file)
+            .arg("--quiet")
+            .arg("--stats-json")
+            .arg(&stats_file))
+        .expect_code(0);
+        let stats = stats(&stats_file);
+        assert_eq!(stats["bottleneck"]["stage"], "tick", "{stats}");
+        let reason = stats["bottleneck"]["reason"].as_str().unwrap();
+        assert!(reason.starts_with("the source sets the pace"), "{reason}");
     }
 }
 
@@ -538,4 +581,196 @@ fn a_flood_of_failures_is_logged_a_few_times_a_second_and_counted_in_full() {
     );
     assert_eq!(flow_tests::stage(&stats, "bad")["dropped"], 20000);
     assert_eq!(stats["errors"][0]["count"], 20000);
+}
+
+/// The end-of-run report as a terminal of a given width shows it, and
+/// `flow run … | head`.
+mod report_and_pipes {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    use flow_tests::{flow, run, stats, write_pipeline};
+
+    /// Five stages with names up to 12 characters, a drop on the way.
+    const TYPICAL: &str = "name: typical
+stages:
+  - {name: numbers, type: generate, with: {count: 3000}}
+  - {name: square-them, type: map, workers: 2, with: {expr: '. * .'}}
+  - {name: odd-only, type: filter, with: {expr: '. % 2 == 1'}}
+  - name: check-value
+    type: map
+    on_error: drop
+    with: {expr: 'if . == 9 then error(\"nine\") else . end'}
+  - {name: save-results, type: write, with: {path: out.jsonl}}
+";
+
+    fn report_at(columns: &str, extra: &[&str]) -> (String, serde_json::Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_pipeline(dir.path(), "p.yaml", TYPICAL);
+        let stats_file = dir.path().join("stats.json");
+        let out = run(flow()
+            .arg("run")
+            .arg(&file)
+            .args(extra)
+            .arg("--stats-json")
+            .arg(&stats_file)
+            .env("COLUMNS", columns)
+            // Only the report: the warning about the dropped item is a
+            // log line, as long as it needs to be.
+            .env("RUST_LOG", "error"))
+        .expect_code(3);
+        (out.stderr, stats(&stats_file))
+    }
+
+    #[test]
+    fn the_report_fits_80_and_120_columns() {
+        for width in [80, 120] {
+            let (stderr, stats) = report_at(&width.to_string(), &[]);
+            for line in stderr.lines() {
+                assert!(
+                    line.chars().count() <= width,
+                    "wider than {width}: {line:?}\n{stderr}"
+                );
+            }
+            let header = stderr.lines().next().unwrap();
+            for column in ["stage", "type", "workers", "in", "out", "errors", "dropped"] {
+                assert!(
+                    header.split_whitespace().any(|c| c == column),
+                    "no {column} at {width}: {header}"
+                );
+            }
+            assert!(
+                stderr.contains("pipeline typical: finished, 1 item failed in "),
+                "{stderr}"
+            );
+            assert_eq!(stats["items_failed"], 1);
+        }
+    }
+
+    #[test]
+    fn wide_shows_every_column_and_says_the_waits_are_summed() {
+        let (stderr, _) = report_at("80", &["--wide"]);
+        let header = stderr.lines().next().unwrap();
+        for column in ["retries", "p90", "max", "full", "rate", "bp"] {
+            assert!(
+                header.split_whitespace().any(|c| c == column),
+                "no {column}: {header}"
+            );
+        }
+        assert!(
+            stderr.contains("\n* waits are summed over the stage's workers\n"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn a_run_that_fails_at_start_prints_its_one_error_and_still_writes_the_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_pipeline(
+            dir.path(),
+            "p.yaml",
+            "stages:\n  - {name: r, type: read, with: {path: missing.jsonl}}\n  - {name: w, type: drop}\n",
+        );
+        let stats_file = dir.path().join("stats.json");
+        let out = run(flow()
+            .arg("run")
+            .arg(&file)
+            .arg("--stats-json")
+            .arg(&stats_file))
+        .expect_code(1);
+        // One line: the error, once.
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert!(
+            lines.len() == 1
+                && lines[0].starts_with("flow: stage \"r\": source failed: cannot open ")
+                && lines[0].contains("missing.jsonl"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("stage  "), "a table: {}", out.stderr);
+        assert!(!out.stderr.contains("pipeline "), "{}", out.stderr);
+        let stats = stats(&stats_file);
+        assert_eq!(stats["status"], "failed");
+        assert_eq!(stats["exit_code"], 1);
+        assert_eq!(stats["items_failed"], 0);
+    }
+
+    /// Runs `yaml` with stdout piped, reads three lines, closes the pipe
+    /// and waits: the exit code, stderr and the stats.
+    fn read_three_lines_then_close(yaml: &str) -> (i32, Vec<String>, String, serde_json::Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_pipeline(dir.path(), "p.yaml", yaml);
+        let stats_file = dir.path().join("stats.json");
+        let mut child = flow()
+            .arg("run")
+            .arg(&file)
+            .arg("--stats-json")
+            .arg(&stats_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("flow starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Vec<String> = lines.by_ref().take(3).map(Result::unwrap).collect();
+        // `head` has what it wants: the pipe closes.
+        drop(lines);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code().unwrap_or(-1),
+            first,
+            stderr,
+            stats(&stats_file),
+        )
+    }
+
+    #[test]
+    fn piping_into_head_ends_the_run_as_a_success() {
+        for sink in [
+            "{name: out, type: stdout}",
+            "{name: out, type: write, with: {path: '-', format: json}}",
+        ] {
+            // Far more than a pipe holds: the run goes on until the reader
+            // closes the pipe.
+            let yaml = format!(
+                "name: endless\nstages:\n  - {{name: n, type: generate, with: {{count: 100000000}}}}\n  - {{name: twice, type: map, with: {{expr: '. * 2'}}}}\n  - {sink}\n"
+            );
+            let (code, first, stderr, stats) = read_three_lines_then_close(&yaml);
+            assert_eq!(code, 0, "{sink}:\n{stderr}");
+            assert!(first.len() == 3, "{first:?}");
+            assert_eq!(stats["status"], "ok", "{stats}");
+            assert_eq!(stats["exit_code"], 0);
+            assert_eq!(stats["items_failed"], 0);
+            let out = flow_tests::stage(&stats, "out");
+            assert_eq!(out["errors"], 0, "{out}");
+            assert!(out["abandoned"].as_u64().unwrap() > 0, "{out}");
+            for word in ["FAILED", "rror", "roken pipe", "failed"] {
+                assert!(!stderr.contains(word), "{word} in:\n{stderr}");
+            }
+            assert!(stderr.contains("pipeline endless: ok in "), "{stderr}");
+        }
+    }
+}
+
+#[test]
+fn printing_commands_end_quietly_when_their_reader_stops_early() {
+    use std::io::Read;
+    // The schema is more than a pipe holds (64 KiB): its write meets the
+    // closed pipe. The others may fit; they must end cleanly either way.
+    for args in [&["schema"][..], &["stages"], &["stages", "map"]] {
+        let mut child = flow()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 1];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The pipe is closed here, before the rest is read.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
 }

@@ -223,7 +223,7 @@ fn metrics_carry_per_stage_series_that_grow_during_the_run() {
         flow.dashboard,
         "one address for both flags: one server"
     );
-    let slow = r#"stage="slow",type="sleep""#;
+    let slow = r#"pipeline="observed",stage="slow",type="sleep""#;
     let scrape = || {
         let (status, text) = get(addr, "/metrics");
         assert_eq!(status, 200, "{text}");
@@ -263,7 +263,7 @@ fn metrics_carry_per_stage_series_that_grow_during_the_run() {
         sample(
             &first,
             "flow_stage_items_out_total",
-            r#"stage="numbers",type="generate""#
+            r#"pipeline="observed",stage="numbers",type="generate""#
         )
         .is_some()
     );
@@ -271,15 +271,17 @@ fn metrics_carry_per_stage_series_that_grow_during_the_run() {
         sample(
             &first,
             "flow_stage_latency_seconds_bucket",
-            r#"stage="slow",type="sleep",le="+Inf""#
+            r#"pipeline="observed",stage="slow",type="sleep",le="+Inf""#
         )
         .is_some()
     );
-    // Every sample line is `name{labels} value`, labels quoted.
+    // Every sample line is `name{labels} value`, labels quoted, and
+    // every series names its pipeline first.
     for line in first.lines().filter(|l| !l.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').expect("a value");
         assert!(value.parse::<f64>().is_ok(), "{line}");
         assert!(series.ends_with("\"}") && series.contains("{"), "{line}");
+        assert!(series.contains("{pipeline=\"observed\""), "{line}");
     }
 
     std::thread::sleep(Duration::from_millis(700));
@@ -291,6 +293,23 @@ fn metrics_carry_per_stage_series_that_grow_during_the_run() {
         );
         assert!(b > a, "{name} did not grow: {a} then {b}");
     }
+    assert_eq!(flow.exit_code_within(Duration::from_secs(60)), 0);
+}
+
+#[test]
+fn addresses_may_be_a_host_name_or_just_a_port_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = slow_pipeline(dir.path(), 5);
+    // `:0` is loopback; `localhost` resolves to it: one address, one server.
+    let mut flow = Watched::start(
+        &pipeline,
+        &["--quiet", "--metrics", ":0", "--dashboard", "localhost:0"],
+    );
+    let addr = flow.metrics.unwrap();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_eq!(Some(addr), flow.dashboard, "one server for both");
+    let (status, text) = get(addr, "/metrics");
+    assert_eq!(status, 200, "{text}");
     assert_eq!(flow.exit_code_within(Duration::from_secs(60)), 0);
 }
 

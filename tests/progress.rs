@@ -76,7 +76,7 @@ fn counts_after(text: &str, stage: &str) -> Vec<u64> {
 }
 
 /// The final stats table's header row.
-const TABLE: &str = "│ stage";
+const TABLE: &str = "stage  ";
 
 #[test]
 fn a_terminal_shows_live_per_stage_lines_redrawn_in_place_then_the_table() {
@@ -302,4 +302,75 @@ fn data_pipeline_shows_live_progress_in_a_terminal_and_plain_lines_in_a_pipe() {
         "escape codes in a pipe:\n{}",
         piped.stderr
     );
+}
+
+/// Runs `shell` (a command line with `FLOW` standing for the binary) in a
+/// pseudo-terminal: everything the terminal received.
+fn shell_in_terminal(shell: &str) -> Run {
+    let flow = flow();
+    let command = shell.replace("FLOW", &quote(Path::new(flow.get_program())));
+    Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .env_remove("COLUMNS")
+        .output()
+        .expect("`script` runs")
+        .into()
+}
+
+#[test]
+fn records_piped_from_a_run_on_a_terminal_go_straight_to_the_pipe() {
+    let yaml = PACED.replace(
+        "type: write\n    with: { path: out/squares.jsonl }",
+        "type: stdout",
+    );
+    let (dir, file) = pipeline(&yaml);
+    let out_file = dir.path().join("piped.jsonl");
+    // stderr (progress, the table) is the terminal; stdout a pipe.
+    let screen = shell_in_terminal(&format!(
+        "FLOW run {} | cat > {}",
+        quote(&file),
+        quote(&out_file)
+    ))
+    .expect_code(0)
+    .stdout;
+    assert!(screen.contains("\x1b[2K"), "no live lines:\n{screen}");
+    assert!(
+        !screen.contains("\"square\""),
+        "records on the terminal:\n{screen}"
+    );
+    let piped = std::fs::read_to_string(&out_file).unwrap();
+    assert!(
+        !piped.contains('\x1b'),
+        "escape codes in the pipe: {piped:?}"
+    );
+    let records: Vec<serde_json::Value> = piped
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(records.len(), 400);
+    assert!(screen.contains("pipeline paced: ok"), "{screen}");
+}
+
+#[test]
+fn the_report_fits_the_width_of_the_terminal() {
+    let (_dir, file) = pipeline(&PACED.replace("count: 400", "count: 20"));
+    for cols in [80, 120] {
+        let screen = shell_in_terminal(&format!("stty cols {cols}; FLOW run {}", quote(&file)))
+            .expect_code(0)
+            .stdout;
+        let table = screen.find(TABLE).expect("the stats table");
+        for line in screen[table..].lines() {
+            let line = line.trim_end_matches('\r');
+            assert!(
+                line.chars().count() <= cols,
+                "wider than {cols}: {line:?}\n{screen}"
+            );
+        }
+        let header = screen[table..].lines().next().unwrap();
+        assert!(
+            header.contains(" type ") && header.contains(" queue"),
+            "{header}"
+        );
+    }
 }

@@ -1011,7 +1011,11 @@ fn escape_sequences_in_items_never_reach_stderr_raw() {
             out.stderr
         );
     }
-    assert!(out.stderr.contains("│ stage"), "the report: {}", out.stderr);
+    assert!(
+        out.stderr.contains("\nstage  "),
+        "the report: {}",
+        out.stderr
+    );
     assert!(out.stderr.contains("e.g. "), "samples: {}", out.stderr);
     // The stdout sink is data: nothing reached it but the one item that
     // got through, untouched... and none did here.

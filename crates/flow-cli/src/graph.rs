@@ -24,8 +24,7 @@ pub fn show(path: &std::path::Path, format: GraphFormat) -> u8 {
                 GraphFormat::Mermaid => mermaid(&plan),
                 GraphFormat::Dot => dot(&plan),
             };
-            print!("{text}");
-            crate::exit::OK
+            crate::print_out(&text)
         }
         Err(problems) => {
             eprintln!("{problems}");

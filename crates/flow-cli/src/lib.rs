@@ -74,15 +74,21 @@ enum Command {
         /// No progress and no stats table (errors are still printed).
         #[arg(short, long)]
         quiet: bool,
+        /// Every column in the stats table (retries, p90, max, queue full,
+        /// waits), however wide; by default the table fits the terminal.
+        #[arg(long)]
+        wide: bool,
         /// How often to print a progress line when stderr is not a terminal.
         #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
         progress_interval: std::time::Duration,
-        /// Serve Prometheus metrics at http://ADDR/metrics while the run lasts.
-        #[arg(long, value_name = "ADDR")]
+        /// Serve Prometheus metrics at http://ADDR/metrics while the run
+        /// lasts. ADDR is `host:port` (`127.0.0.1:9090`, `localhost:9090`,
+        /// `[::1]:9090`) or `:port` for loopback.
+        #[arg(long, value_name = "ADDR", value_parser = parse_address)]
         metrics: Option<std::net::SocketAddr>,
         /// Serve a live status page at http://ADDR/ while the run lasts (the
-        /// same address as --metrics may be given).
-        #[arg(long, value_name = "ADDR")]
+        /// same address as --metrics may be given); ADDR as for --metrics.
+        #[arg(long, value_name = "ADDR", value_parser = parse_address)]
         dashboard: Option<std::net::SocketAddr>,
         /// After Ctrl-C, SIGTERM or SIGHUP: how long the items already in the
         /// pipeline may take to drain before the rest is abandoned (counted
@@ -127,6 +133,55 @@ enum Command {
     },
 }
 
+/// An address to serve on: `ip:port`, `host:port` (the name resolved;
+/// an IPv4 address preferred, `localhost` is loopback) or `:port`, which
+/// is loopback (127.0.0.1): nothing is served beyond this machine unless
+/// an address says so.
+fn parse_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs as _};
+    let bad_port = || format!("invalid port in {text:?}: expected a number from 0 to 65535");
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad_port())?;
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':').filter(|(h, _)| !h.is_empty()) else {
+        return Err(format!(
+            "invalid address {text:?}: expected host:port (127.0.0.1:8080, localhost:8080) or :port"
+        ));
+    };
+    let port: u16 = port.parse().map_err(|_| bad_port())?;
+    let found: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("cannot resolve {host:?}: no address"))
+}
+
+/// Prints `text` to stdout for a command that prints and ends (`schema`,
+/// `stages`, `graph`): a reader that closed the pipe early (`| head`) is
+/// no error; any other failed write is (exit 1). Never panics, unlike
+/// `println!`.
+fn print_out(text: &str) -> u8 {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            eprintln!("flow: cannot write to stdout: {e}");
+            exit::FAILED
+        }
+    }
+}
+
 /// The exit codes of `flow`.
 pub mod exit {
     pub const OK: u8 = 0;
@@ -160,6 +215,7 @@ fn run_cli() -> u8 {
             pipeline,
             stats_json,
             quiet,
+            wide,
             progress_interval,
             metrics,
             dashboard,
@@ -172,6 +228,7 @@ fn run_cli() -> u8 {
             RunOptions {
                 stats_json,
                 quiet,
+                wide,
                 progress_interval,
                 metrics,
                 dashboard,
@@ -217,6 +274,8 @@ fn validate(path: &std::path::Path) -> u8 {
 struct RunOptions {
     stats_json: Option<PathBuf>,
     quiet: bool,
+    /// Every column in the stats table.
+    wide: bool,
     progress_interval: std::time::Duration,
     metrics: Option<std::net::SocketAddr>,
     dashboard: Option<std::net::SocketAddr>,
@@ -250,6 +309,7 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
         }
     };
     let quiet = options.quiet;
+    let wide = options.wide;
     let control = flow_runner::RunControl::new();
     // Set once the run starts: what a stuck run's last report is read from.
     let live: Arc<Mutex<Option<flow_runner::Monitor>>> = Arc::default();
@@ -259,8 +319,8 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
             let monitor = live.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(monitor) = monitor {
                 let mut report = monitor.report();
-                report.status = flow_runner::Status::Interrupted;
-                finish_report(&report, quiet, stats_json.as_deref());
+                report.set_status(flow_runner::Status::Interrupted);
+                finish_report(&report, quiet, wide, stats_json.as_deref());
             }
         })
     };
@@ -294,7 +354,7 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    if !finish_report(&report, quiet, options.stats_json.as_deref()) {
+    if !finish_report(&report, quiet, wide, options.stats_json.as_deref()) {
         runtime.shutdown_background();
         return exit::FAILED;
     }
@@ -309,11 +369,20 @@ fn run(path: &std::path::Path, options: RunOptions) -> u8 {
     report.exit_code() as u8
 }
 
-/// Prints the report (unless quiet) and writes the stats file; false when
-/// the stats file cannot be written.
-fn finish_report(report: &flow_runner::Report, quiet: bool, stats_json: Option<&Path>) -> bool {
+/// Prints the report (unless quiet; every column when `wide`) and writes
+/// the stats file; false when the stats file cannot be written.
+fn finish_report(
+    report: &flow_runner::Report,
+    quiet: bool,
+    wide: bool,
+    stats_json: Option<&Path>,
+) -> bool {
     if !quiet {
-        eprint!("{}", report::render(report));
+        // The terminal's width as the run ends (it may have been resized).
+        eprint!(
+            "{}",
+            report::render(report, report::Layout::for_stderr(wide))
+        );
     }
     if let Some(file) = stats_json {
         let json = serde_json::to_string_pretty(report).expect("reports serialise");
@@ -323,4 +392,25 @@ fn finish_report(report: &flow_runner::Report, quiet: bool, stats_json: Option<&
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_take_a_host_name_or_just_a_port() {
+        let addr = |t: &str| parse_address(t).map(|a| a.to_string());
+        assert_eq!(addr(":8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(addr("localhost:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(addr("0.0.0.0:9090").unwrap(), "0.0.0.0:9090");
+        assert_eq!(addr("[::1]:9090").unwrap(), "[::1]:9090");
+        assert!(addr(":http").unwrap_err().contains("invalid port"));
+        assert!(
+            addr("localhost:99999")
+                .unwrap_err()
+                .contains("invalid port")
+        );
+        assert!(addr("8080").unwrap_err().contains("expected host:port"));
+    }
 }

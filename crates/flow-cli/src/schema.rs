@@ -22,11 +22,9 @@ const VARIABLE: &str = r"\$\{";
 
 pub fn show() -> u8 {
     let schema = pipeline_schema();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&schema).expect("a JSON value serialises")
-    );
-    crate::exit::OK
+    crate::print_out(
+        &(serde_json::to_string_pretty(&schema).expect("a JSON value serialises") + "\n"),
+    )
 }
 
 /// The schema of a pipeline file, with every registered stage type.

@@ -915,15 +915,18 @@ const STAGE_SERIES: &[Series] = &[
 ];
 
 /// The report in the Prometheus text exposition format: one family per
-/// measure, one series per stage labelled `stage` and `type`.
+/// measure, one series per stage labelled `pipeline`, `stage` and `type`
+/// (every series carries the `pipeline` label, so several runs scraped
+/// into one Prometheus stay apart).
 fn prometheus(report: &Report, latency: &[LatencyBuckets]) -> String {
     let mut out = Exposition::default();
     let stages = &report.stages;
+    let pipeline = escape(&report.pipeline);
     let labels: Vec<String> = stages
         .iter()
         .map(|s| {
             format!(
-                "stage=\"{}\",type=\"{}\"",
+                "pipeline=\"{pipeline}\",stage=\"{}\",type=\"{}\"",
                 escape(&s.name),
                 escape(&s.type_name)
             )
@@ -1170,6 +1173,8 @@ mod tests {
         let report = Report {
             pipeline: "p".into(),
             status: Status::Running,
+            exit: None,
+            items_failed: 0,
             failure: Some("GET https://u:hunter2@h/: 500".into()),
             elapsed_s: 1.0,
             items_per_s: 1.0,

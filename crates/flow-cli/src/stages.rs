@@ -8,17 +8,15 @@ pub fn show(type_name: Option<&str>) -> u8 {
         None => {
             let types = flow_core::stage_types();
             let width = types.iter().map(|t| t.name.len()).max().unwrap_or(0);
+            let mut text = String::new();
             for t in types {
-                println!("{:width$}  {:9}  {}", t.name, t.kind.as_str(), t.summary);
+                text += &format!("{:width$}  {:9}  {}\n", t.name, t.kind.as_str(), t.summary);
             }
-            println!("\n`flow stages TYPE` shows a type's options and an example.");
-            crate::exit::OK
+            text += "\n`flow stages TYPE` shows a type's options and an example.\n";
+            crate::print_out(&text)
         }
         Some(name) => match flow_core::stage_type(name) {
-            Some(t) => {
-                print!("{}", describe(t));
-                crate::exit::OK
-            }
+            Some(t) => crate::print_out(&describe(t)),
             None => {
                 let names: Vec<&str> = flow_core::stage_types().iter().map(|t| t.name).collect();
                 let hint = flow_runner::suggest::hint(name, names.iter().copied());

@@ -362,11 +362,18 @@ impl Output {
 /// Retryable errors (a timeout, a 503, a dead subprocess) are tried again
 /// when the stage has `retry`; permanent ones (a 404, an expression that
 /// fails on this input) never are.
+///
+/// One more kind, [`StageError::output_closed`], is not about the item: a
+/// sink's reader has gone (`flow run p.yaml | head` closed the pipe). The
+/// runner then ends the run as a success: the sources stop, what is in the
+/// pipeline drains, and the items that sink could not write are counted as
+/// abandoned, not failed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageError {
     message: String,
     retryable: bool,
     retry_after: Option<Duration>,
+    output_closed: bool,
 }
 
 impl StageError {
@@ -376,7 +383,24 @@ impl StageError {
             message: message.to_string(),
             retryable: false,
             retry_after: None,
+            output_closed: false,
         }
+    }
+
+    /// A sink's destination has stopped reading (a closed pipe: `EPIPE`):
+    /// nobody wants more output. Returned from [`Transform::commit`] (or
+    /// `apply`, `process`, `finish`) it stops the run normally instead of
+    /// failing items: see the type's documentation.
+    pub fn output_closed(message: impl fmt::Display) -> Self {
+        StageError {
+            output_closed: true,
+            ..StageError::permanent(message)
+        }
+    }
+
+    /// Whether this is [`StageError::output_closed`].
+    pub fn is_output_closed(&self) -> bool {
+        self.output_closed
     }
 
     /// An error that another attempt may not have.

@@ -343,7 +343,11 @@ impl Running {
         for st in &self.shared.stages {
             let held = st.counters.held_back();
             if held > 0 {
-                tracing::warn!(stage = %st.name, "{held} more failed items were not logged; the report counts them all");
+                tracing::warn!(
+                    stage = %st.name,
+                    "{} not logged; the report counts them all",
+                    if held == 1 { "1 more failed item was".to_string() } else { format!("{held} more failed items were") }
+                );
             }
         }
         self.shared.finished.store(true, Ordering::SeqCst);
@@ -377,12 +381,35 @@ impl Shared {
     /// the sources stop, the items already emitted are still handled.
     fn fail_after_drain(&self, message: String) {
         let message = flow_core::text::redact(&message).into_owned();
-        tracing::error!("{message}");
+        // A run that fails before any stage did anything (a missing input
+        // file) ends at once, and its report is this one error: logging it
+        // as well would say it twice.
+        let started = self.stages.iter().any(|s| {
+            let c = &s.counters;
+            c.items_in.load(Ordering::Relaxed) + c.items_out.load(Ordering::Relaxed) > 0
+        });
+        if started {
+            tracing::error!("{message}");
+        } else {
+            tracing::debug!("{message}");
+        }
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_none() {
             *f = Some(message);
         }
         drop(f);
+        self.ctl.stop.raise();
+    }
+
+    /// A sink's output was closed by its reader (`flow run | head`): nobody
+    /// wants more, so the run ends, as a success. The sources stop, what is
+    /// already in the pipeline drains (other sinks still write theirs), and
+    /// what this sink can no longer write is counted as its abandoned items,
+    /// not as failures.
+    pub(crate) fn output_closed(&self, st: &StageRun) {
+        if !self.ctl.stop.is_raised() {
+            tracing::debug!(stage = %st.name, "the output was closed by its reader; stopping the sources");
+        }
         self.ctl.stop.raise();
     }
 
@@ -541,6 +568,18 @@ impl Shared {
         if failed.is_empty() {
             return Ok(());
         }
+        if failed.iter().any(|f| f.error.is_output_closed()) {
+            // The sink's reader is gone: its items are not failures; the
+            // run ends (see `output_closed`).
+            let (closed, rest): (Vec<Failed>, Vec<Failed>) =
+                failed.drain(..).partition(|f| f.error.is_output_closed());
+            *failed = rest;
+            abandon_items(&st.counters, closed.into_iter().map(|f| f.item));
+            self.output_closed(st);
+            if failed.is_empty() {
+                return Ok(());
+            }
+        }
         let c = &st.counters;
         StageCounters::add(&c.errors, failed.len() as u64);
         let mut letters = Vec::new();
@@ -648,12 +687,7 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let finished = self.finished.load(Ordering::SeqCst);
-        let status = match (&failure, self.ctl.interrupted.load(Ordering::SeqCst)) {
-            _ if !finished => Status::Running,
-            (Some(_), _) => Status::Failed,
-            (None, true) => Status::Interrupted,
-            (None, false) => Status::Ok,
-        };
+        let interrupted = self.ctl.interrupted.load(Ordering::SeqCst);
         let stages: Vec<_> = self
             .stages
             .iter()
@@ -672,6 +706,14 @@ impl Shared {
                 stats::stage_report(info, &s.counters, elapsed)
             })
             .collect();
+        let items_failed: u64 = stages.iter().map(|s| s.dropped + s.dead_lettered).sum();
+        let status = match (&failure, interrupted) {
+            _ if !finished => Status::Running,
+            (Some(_), _) => Status::Failed,
+            (None, true) => Status::Interrupted,
+            (None, false) if items_failed > 0 => Status::Partial,
+            (None, false) => Status::Ok,
+        };
         let mut errors = Vec::new();
         let mut errors_left_out = stats::LeftOut::default();
         for s in &self.stages {
@@ -698,6 +740,8 @@ impl Shared {
         Report {
             pipeline: self.pipeline.clone(),
             status,
+            exit: (status != Status::Running).then(|| stats::status_exit_code(status)),
+            items_failed,
             failure,
             elapsed_s: (secs * 1000.0).round() / 1000.0,
             items_per_s: if secs > 0.0 {

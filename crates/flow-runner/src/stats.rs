@@ -390,7 +390,11 @@ impl StageCounters {
 pub enum Status {
     /// A live report of a run still going (progress, dashboard, metrics).
     Running,
+    /// Every item was handled.
     Ok,
+    /// The run finished, but some items failed (dropped or dead-lettered):
+    /// exit code 3.
+    Partial,
     Failed,
     Interrupted,
 }
@@ -401,6 +405,13 @@ pub enum Status {
 pub struct Report {
     pub pipeline: String,
     pub status: Status,
+    /// The exit code `flow run` ends with for this outcome (see
+    /// [`Report::exit_code`]); `null` while the run goes.
+    #[serde(rename = "exit_code")]
+    pub exit: Option<i32>,
+    /// Items that failed in the whole run: dropped or dead-lettered, summed
+    /// over the stages.
+    pub items_failed: u64,
     /// Why a failed run stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -512,13 +523,25 @@ pub struct Bottleneck {
 impl Report {
     /// The process exit code of this outcome.
     pub fn exit_code(&self) -> i32 {
-        match self.status {
-            Status::Running => 0,
-            Status::Failed => 1,
-            Status::Interrupted => 130,
-            Status::Ok if self.stages.iter().any(|s| s.dropped + s.dead_lettered > 0) => 3,
-            Status::Ok => 0,
-        }
+        status_exit_code(self.status)
+    }
+
+    /// Changes the outcome (a run given up on ends as interrupted), with
+    /// its exit code.
+    pub fn set_status(&mut self, status: Status) {
+        self.status = status;
+        self.exit = (status != Status::Running).then(|| status_exit_code(status));
+    }
+}
+
+/// The process exit code of an outcome: 0 ok (and running), 1 failed, 3
+/// some items failed, 130 interrupted.
+pub fn status_exit_code(status: Status) -> i32 {
+    match status {
+        Status::Running | Status::Ok => 0,
+        Status::Failed => 1,
+        Status::Partial => 3,
+        Status::Interrupted => 130,
     }
 }
 
@@ -626,7 +649,12 @@ pub(crate) fn error_reports(stage: &str, c: &StageCounters) -> (Vec<ErrorReport>
 /// waited on its rate limit and on the stages after it.
 ///
 /// * A stage whose workers spent a large share of the run waiting for
-///   rate-limit tokens is held back by its rate.
+///   rate-limit tokens is held back by its rate (a source with a `rate`
+///   too: it sets the pace).
+/// * A source that spent most of the run making items (an `interval`, a
+///   slow input) or waiting on its rate, and little waiting on the stages
+///   after it, sets the pace when no later stage's input queue was full
+///   for long: those stages kept up, however busy they were.
 /// * Otherwise the stage whose workers were busiest: a stage upstream of it
 ///   is busy less, since its workers wait on backpressure instead (and its
 ///   queue may be full too: that is the slow stage's doing, not its own).
@@ -643,13 +671,19 @@ pub fn bottleneck(stages: &[StageReport], elapsed_s: f64) -> Option<Bottleneck> 
         .filter(|s| limited(s) >= 0.3)
         .max_by(|a, b| limited(a).total_cmp(&limited(b)))
     {
-        let full = s.queue.map_or(0.0, |q| q.full_pct);
+        let waited = (limited(s) * 100.0).min(100.0);
+        let reason = match s.queue {
+            None => format!(
+                "the source's rate sets the pace: it waited on its rate limit {waited:.0}% of the time; raise its rate"
+            ),
+            Some(q) => format!(
+                "waited on its rate limit {waited:.0}% of the time, input queue full {:.0}% of the time; raise its rate",
+                q.full_pct
+            ),
+        };
         return Some(Bottleneck {
             stage: s.name.clone(),
-            reason: format!(
-                "waited on its rate limit {:.0}% of the time, input queue full {full:.0}% of the time; raise its rate",
-                (limited(s) * 100.0).min(100.0)
-            ),
+            reason,
         });
     }
     let busiest = worked.iter().filter(|s| s.kind != "source").max_by(|a, b| {
@@ -657,6 +691,37 @@ pub fn bottleneck(stages: &[StageReport], elapsed_s: f64) -> Option<Bottleneck> 
         let score = |s: &StageReport| s.busy_pct + s.queue.map_or(0.0, |q| q.full_pct) / 1000.0;
         score(a).total_cmp(&score(b))
     });
+    // A source pacing the run: busy making items (or waiting on its rate)
+    // most of the time, hardly ever held back by the stages after it,
+    // whose queues were never full for long.
+    let pacing = |s: &StageReport| {
+        let making = s.busy_pct / 100.0 + limited(s);
+        (s.kind == "source" && making >= 0.5 && share(s.wait_s.backpressure, s) < 0.1)
+            .then_some(making)
+    };
+    let kept_up = worked
+        .iter()
+        .filter(|s| s.kind != "source")
+        .all(|s| s.queue.is_none_or(|q| q.full_pct < 10.0));
+    if kept_up
+        && let Some(source) = worked
+            .iter()
+            .filter(|s| pacing(s).is_some())
+            .max_by(|a, b| {
+                pacing(a)
+                    .unwrap_or(0.0)
+                    .total_cmp(&pacing(b).unwrap_or(0.0))
+            })
+    {
+        let busiest_pct = busiest.map_or(0.0, |s| s.busy_pct);
+        return Some(Bottleneck {
+            stage: source.name.clone(),
+            reason: format!(
+                "the source sets the pace (busy making items {:.0}% of the time: an interval, a rate or a slow input); the stages after it kept up (busiest {busiest_pct:.0}%, no input queue full)",
+                (pacing(source).unwrap_or(0.0) * 100.0).min(100.0)
+            ),
+        });
+    }
     if let Some(s) = busiest.filter(|s| s.busy_pct >= 50.0) {
         let full = s.queue.map_or(0.0, |q| q.full_pct);
         let workers = match s.workers {
@@ -693,6 +758,85 @@ pub fn bottleneck(stages: &[StageReport], elapsed_s: f64) -> Option<Bottleneck> 
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod bottleneck_tests {
+    use super::*;
+
+    fn stage(name: &str, kind: &str, workers: usize, busy_pct: f64) -> StageReport {
+        StageReport {
+            name: name.into(),
+            type_name: "t".into(),
+            kind: kind.into(),
+            workers,
+            items_in: 100,
+            items_out: 100,
+            errors: 0,
+            retries: 0,
+            dropped: 0,
+            dead_lettered: 0,
+            abandoned: 0,
+            busy_pct,
+            latency_ms: LatencyReport::default(),
+            queue: (kind != "source").then_some(QueueReport {
+                capacity: 64,
+                peak: 1,
+                full_pct: 0.0,
+                depth: 0,
+            }),
+            wait_s: WaitReport::default(),
+            inputs: Vec::new(),
+            on_error: "fail".into(),
+            total: None,
+            done: true,
+        }
+    }
+
+    #[test]
+    fn a_source_on_an_interval_sets_the_pace_of_a_busy_stage_that_keeps_up() {
+        // `generate` with an interval: busy (asleep in its call) 98% of
+        // the run, never waiting on `work`, busy 80% but never behind.
+        let stages = [
+            stage("tick", "source", 1, 98.0),
+            stage("work", "processor", 1, 80.0),
+        ];
+        let b = bottleneck(&stages, 10.0).unwrap();
+        assert_eq!(b.stage, "tick", "{b:?}");
+        assert!(
+            b.reason
+                .starts_with("the source sets the pace (busy making items 98%"),
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn a_rate_limited_source_sets_the_pace() {
+        let mut tick = stage("tick", "source", 1, 2.0);
+        tick.wait_s.rate_limit = 9.0;
+        let stages = [tick, stage("work", "processor", 1, 70.0)];
+        let b = bottleneck(&stages, 10.0).unwrap();
+        assert_eq!(b.stage, "tick", "{b:?}");
+        assert_eq!(
+            b.reason,
+            "the source's rate sets the pace: it waited on its rate limit 90% of the time; raise its rate"
+        );
+    }
+
+    #[test]
+    fn a_stage_behind_its_source_is_the_bottleneck() {
+        // The source waits on backpressure and the queue is full: `work`.
+        let mut read = stage("read", "source", 1, 60.0);
+        read.wait_s.backpressure = 4.0;
+        let mut work = stage("work", "processor", 1, 95.0);
+        work.queue = work.queue.map(|q| QueueReport {
+            full_pct: 80.0,
+            ..q
+        });
+        let b = bottleneck(&[read, work], 10.0).unwrap();
+        assert_eq!(b.stage, "work", "{b:?}");
+        assert!(b.reason.ends_with("raise workers"), "{b:?}");
+    }
 }
 
 #[cfg(test)]

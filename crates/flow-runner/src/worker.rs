@@ -210,6 +210,10 @@ impl WorkerLoop<'_> {
         self.emit(None).await;
         match finished {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.is_output_closed() => {
+                self.shared.output_closed(st);
+                Ok(())
+            }
             Ok(Err(e)) => Err(format!("stage \"{}\": {e}", st.name)),
             Err(panic) => Err(format!("stage \"{}\": finish {panic}", st.name)),
         }

@@ -68,7 +68,7 @@ stages:
 "#,
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     assert_eq!(report.exit_code(), 3);
 
     // `whole` filters out every item i % 11 == 0 (no copy is made); `part`
@@ -123,7 +123,7 @@ stages:
 "#,
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     assert_eq!(records(id, "dlq").len(), 40);
     // The dead-letter sink checks each letter's item too.
     assert_eq!(early(id), Vec::<String>::new());
@@ -220,7 +220,7 @@ stages:
         let expected = if on_error == "fail" {
             Status::Failed
         } else {
-            Status::Ok
+            Status::Partial
         };
         assert_eq!(report.status, expected, "{report:?}");
         assert_eq!(early(&id), Vec::<String>::new());

@@ -137,7 +137,7 @@ async fn retries_back_off_doubling_from_backoff_up_to_max_backoff() {
             &format!("worker: {worker}, fail_first: {{0: 100}}"),
         )
         .await;
-        assert_eq!(report.status, Status::Ok, "{report:?}");
+        assert_eq!(report.status, Status::Partial, "{report:?}");
         // Waits of 100, 200, then 400 capped at 300, and 300 again.
         assert_eq!(
             attempt_times(&id, "stage", 0, t0),
@@ -186,7 +186,7 @@ async fn permanent_errors_are_attempted_once_however_many_attempts_are_allowed()
         "worker: processor, fail_mod: 3",
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     let tried: Vec<(i64, u32)> = attempts(id, "stage").iter().map(|a| (a.i, a.n)).collect();
     assert_eq!(tried, (0..10).map(|i| (i, 1)).collect::<Vec<_>>());
     let s = stage(&report, "stage");
@@ -288,7 +288,7 @@ stages:
 "#,
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     // Tries at 0, 50 + 100, 200 + 200; each cancelled at its timeout.
     let t0 = attempts(id, "slow")[0].at;
     assert_eq!(attempt_times(id, "slow", 0, t0), [0, 150, 400]);
@@ -357,7 +357,7 @@ stages:
     // abandoned, not waited for.
     let g = gate(id);
     assert_eq!((g.entered, g.left), (2, 0), "{g:?}");
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     // The one worker went on with the other items meanwhile, on a fresh
     // instance after each abandoned attempt.
     assert_eq!(tags(id, "out"), range("src", 20)[1..].to_vec());
@@ -808,7 +808,7 @@ async fn an_ordered_stage_keeps_input_order_through_retries_and_failures() {
         &format!("worker: processor, fail_first: {fail_first}, sleep_ms: {sleeps}"),
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     // Items 1, 9, 17, 25 succeed on their third attempt; 5, 13, 21, 29
     // never do and are dropped.
     let expected: Vec<i64> = (0..30).filter(|i| i % 8 != 5).collect();
@@ -932,7 +932,7 @@ stages:
 "#,
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     assert_eq!(report.exit_code(), 3);
     assert_eq!(order(id, "out"), [4, 5]);
     let mut letters = records(id, "dlq");
@@ -973,7 +973,7 @@ async fn a_panic_fails_only_its_item_and_a_fresh_worker_takes_the_next() {
         "worker: processor, panic_at: 2",
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     assert_eq!(order(id, "out"), [0, 1, 3, 4, 5]);
     let tried = attempts(id, "stage");
     assert_eq!(
@@ -1058,7 +1058,7 @@ stages:
 "#
     );
     let report = run_pipeline(id, &yaml).await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     let dead_lettered = |i: i64| matches!(i % 6, 1 | 3 | 4);
     let dropped = |i: i64| !dead_lettered(i) && i % 10 == 5;
     let kept: Vec<Tag> = range("src", n)
@@ -1147,7 +1147,7 @@ stages:
 "#
     );
     let report = run_pipeline(id, &yaml).await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     let passed = |i: &i64| i % 5 != 0;
     let flaky_ok = |i: &i64| passed(i) && !(i % 7 == 0 && 1 + i % 3 >= 2);
     let slow_ok = |i: &i64| flaky_ok(i) && i % 11 != 0;

@@ -261,7 +261,7 @@ stages:
 "#,
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     assert_eq!(report.exit_code(), 3);
     let s = stage(&report, "fail");
     assert_eq!((s.items_in, s.items_out), (100, 90));
@@ -337,7 +337,7 @@ stages:
 "#,
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     assert_eq!(report.exit_code(), 3);
     let mut letters = records(id, "dlq");
     letters.sort_by_key(|l| l["item"]["i"].as_i64());
@@ -456,7 +456,7 @@ stages:
 "#
         .replace("WORKER", worker);
         let report = run_pipeline(&id, &yaml).await;
-        assert_eq!(report.status, Status::Ok, "{report:?}");
+        assert_eq!(report.status, Status::Partial, "{report:?}");
         assert_eq!(report.exit_code(), 3);
         let boom = stage(&report, "boom");
         assert_eq!(
@@ -529,7 +529,7 @@ stages:
 "#,
     )
     .await;
-    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(report.status, Status::Partial, "{report:?}");
     let out = stage(&report, "out");
     assert_eq!((out.items_in, out.items_out, out.dropped), (50, 49, 1));
 }

@@ -144,12 +144,14 @@ impl Transform for FileSink {
         let result = lock(&self.doc).append(&self.buf, self.items);
         self.buf.clear();
         self.items = 0;
-        result.map_err(StageError::from)
+        result.map_err(sink_error)
     }
 
     fn finish(&mut self, out: &mut Output) -> Result<(), StageError> {
         self.commit()?;
-        lock(&self.doc).finish_worker(out.run_stopping())?;
+        lock(&self.doc)
+            .finish_worker(out.run_stopping())
+            .map_err(sink_error)?;
         Ok(())
     }
 }
@@ -211,6 +213,17 @@ impl FileSink {
             )));
         }
         csv_line(&mut self.buf, &cells)
+    }
+}
+
+/// A failed write as a stage error: a closed pipe (`flow run | head` has
+/// read enough) is [`StageError::output_closed`], which ends the run
+/// normally; anything else fails the items.
+fn sink_error(e: io::Error) -> StageError {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        StageError::output_closed(e)
+    } else {
+        StageError::from(e)
     }
 }
 
