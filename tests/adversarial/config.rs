@@ -345,14 +345,18 @@ fn an_error_in_a_substituted_expression_points_where_it_was_written() {
     assert_eq!(
         problems_of(pipeline.validate(&[("FLOW_ADV_V", "2")])),
         [
-            r#"bad.yaml:7:40: stage "square": with.expr: invalid expression: expected term, found "|" (at character 9)"#
+            r#"bad.yaml:7:40: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            "    . * 2 | | .",
+            "            ^",
         ]
     );
     // Inside the value: its `$`, at column 24.
     assert_eq!(
         problems_of(pipeline.validate(&[("FLOW_ADV_V", "(|)")])),
         [
-            r#"bad.yaml:7:24: stage "square": with.expr: invalid expression: expected term, found "|" (at character 6)"#
+            r#"bad.yaml:7:24: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            "    . * (|) | | .",
+            "         ^",
         ]
     );
 }
@@ -948,7 +952,7 @@ fn a_source_takes_drop_fail_or_a_dead_letter_stage() {
             "    inputs: []",
         ],
         &[
-            r#"bad.yaml:4:15: stage "gen": on_error: "failde" is not drop, fail or a stage name (did you mean "failed"?)"#,
+            r#"bad.yaml:4:15: stage "gen": on_error: "failde" is not drop, fail or a stage name (did you mean the stage "failed"?)"#,
         ],
     );
     // `defaults.on_error` does not reach a source; a processor's does.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use flow_core::{BuildContext, ConfigError, Stage, StageKind, StageType};
 
 mod control;
+mod teach;
 
 use crate::control::FlowControl;
 use crate::error::{Problem, Problems};
@@ -196,7 +197,16 @@ pub fn load_str(
             return Err(problem(pos, message));
         }
     }
+    // Unknown keys are reported, every one, and skipped, so that the rest
+    // of the file is still read and checked.
+    let (mut early, hidden_in) = unknown_keys(&mut doc, &file);
     let spec: PipelineSpec = yaml::parse(&doc).map_err(|e| {
+        // A key missing from a map with an unknown key is most likely that
+        // key misspelt: reported already.
+        if e.message.starts_with("missing field") && hidden_in.contains(&e.path) {
+            early.sort_by_key(|p| p.pos.map(|p| (p.line, p.column)));
+            return Problems(std::mem::take(&mut early));
+        }
         let (stage, key) = stage_of_path(&doc, &e.path);
         let message = friendly(&e.message);
         let unknown = e.message.starts_with("unknown field");
@@ -216,25 +226,156 @@ pub fn load_str(
         } else {
             doc.value(&e.path)
         };
-        Problems(vec![Problem {
+        early.push(Problem {
             file: file.clone(),
             pos: pos.or(e.pos),
             stage,
             message,
-        }])
+        });
+        early.sort_by_key(|p| p.pos.map(|p| (p.line, p.column)));
+        Problems(std::mem::take(&mut early))
     })?;
     let base_dir = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
         .unwrap_or_else(|_| PathBuf::from("."));
     Checker {
         file,
         positions: &doc,
-        problems: Vec::new(),
-        seen: HashSet::new(),
+        seen: early.iter().cloned().collect(),
+        problems: early,
         suggested: HashSet::new(),
         hints_left: MAX_HINTS,
         expressions: HashMap::new(),
     }
     .check(spec, path, &base_dir)
+}
+
+/// Every key of the file's runner-owned maps (the top level, `defaults:`,
+/// each stage, each `retry:`) that is not one of theirs, reported and then
+/// hidden from the typed reading. A stage key that is an option of the
+/// stage's type is said to belong under `with:`.
+fn unknown_keys(doc: &mut Doc, file: &str) -> (Vec<Problem>, HashSet<String>) {
+    use crate::spec::{DEFAULTS_KEYS, PIPELINE_KEYS, RETRY_KEYS, STAGE_KEYS};
+    // (the map's path, the key, the stage, the message)
+    let mut found = Vec::new();
+    // A misspelt required key is read as the key it was meant to be, so
+    // that its absence does not stop the reading.
+    const REQUIRED: [&str; 4] = ["name", "type", "stages", "attempts"];
+    type Found = Vec<(String, String, Option<String>, String, Option<&'static str>)>;
+    let look = |found: &mut Found,
+                doc: &Doc,
+                map: &str,
+                keys: &[&'static str],
+                stage: Option<&str>,
+                lead: &str| {
+        let present = doc.keys(map);
+        let mut meant: Vec<&'static str> = Vec::new();
+        for &key in &present {
+            if keys.contains(&key) {
+                continue;
+            }
+            let rename = did_you_mean(key, keys.iter().copied())
+                .filter(|s| REQUIRED.contains(s) && !present.contains(s) && !meant.contains(s));
+            meant.extend(rename);
+            let listed: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            let serde = format!(
+                "unknown field `{key}`, expected one of {}",
+                listed.join(", ")
+            );
+            let message = match lead {
+                "" => friendly(&serde),
+                lead => format!("{lead}: {}", friendly(&serde)),
+            };
+            found.push((
+                map.to_string(),
+                key.to_string(),
+                stage.map(str::to_string),
+                message,
+                rename,
+            ));
+        }
+    };
+    look(&mut found, doc, "", &PIPELINE_KEYS, None, "");
+    look(
+        &mut found,
+        doc,
+        "defaults",
+        &DEFAULTS_KEYS,
+        None,
+        "defaults",
+    );
+    look(
+        &mut found,
+        doc,
+        "defaults.retry",
+        &RETRY_KEYS,
+        None,
+        "defaults.retry",
+    );
+    let stages = if doc.keys("").contains(&"stages") {
+        doc.len("stages").unwrap_or(0)
+    } else {
+        0
+    };
+    // The options of each stage type met, by name.
+    let mut options: HashMap<String, Vec<String>> = HashMap::new();
+    for i in 0..stages {
+        let path = format!("stages[{i}]");
+        let name = doc.text(&format!("{path}.name"));
+        let before = found.len();
+        look(&mut found, doc, &path, &STAGE_KEYS, name, "");
+        look(
+            &mut found,
+            doc,
+            &format!("{path}.retry"),
+            &RETRY_KEYS,
+            name,
+            "retry",
+        );
+        let Some(type_name) = doc.text(&format!("{path}.type")) else {
+            continue;
+        };
+        for (map, key, _, message, _) in &mut found[before..] {
+            if *map != path {
+                continue;
+            }
+            let of_type = options.entry(type_name.to_string()).or_insert_with(|| {
+                flow_core::stage_type(type_name).map_or_else(Vec::new, |t| {
+                    t.options_schema()
+                        .get("properties")
+                        .and_then(|p| p.as_object())
+                        .map_or_else(Vec::new, |p| p.keys().cloned().collect())
+                })
+            });
+            if of_type.contains(key) {
+                *message = format!(
+                    "unknown key \"{key}\": it is an option of type {type_name}; put it under with:"
+                );
+            }
+        }
+    }
+    let maps = found.iter().map(|(map, ..)| map.clone()).collect();
+    let problems = found
+        .into_iter()
+        .map(|(map, key, stage, message, rename)| {
+            let at = if map.is_empty() {
+                key.clone()
+            } else {
+                format!("{map}.{key}")
+            };
+            let pos = doc.key(&at);
+            match rename {
+                Some(to) => doc.rename(&map, &key, to),
+                None => doc.hide(&map, &key),
+            }
+            Problem {
+                file: file.to_string(),
+                pos,
+                stage,
+                message,
+            }
+        })
+        .collect();
+    (problems, maps)
 }
 
 /// "Did you mean" is looked for this many times per file at most: each
@@ -297,13 +438,19 @@ impl Checker<'_> {
             .enumerate()
             .filter(|&(k, _)| Some(k) != own)
             .map(|(_, n)| *n);
-        let Some(suggestion) = did_you_mean(word, words.iter().copied().chain(others)) else {
+        // Stage names first: a tie (`faild` is as near `fail` as a stage
+        // `failed`) goes to the stage the file has.
+        let Some(suggestion) = did_you_mean(word, others.chain(words.iter().copied())) else {
             return String::new();
         };
         if !words.contains(&suggestion)
             && let Some(k) = names.iter().position(|n| *n == suggestion)
         {
             self.suggested.insert(k);
+            // Beside keywords, say which it is.
+            if !words.is_empty() {
+                return format!(" (did you mean the stage \"{suggestion}\"?)");
+            }
         }
         format!(" (did you mean \"{suggestion}\"?)")
     }
@@ -745,6 +892,17 @@ impl Checker<'_> {
     }
 
     fn report_option(&mut self, i: usize, s: &StageSpec, e: ConfigError) {
+        // An option written beside `with:` instead of under it was
+        // reported as such already.
+        if let Some(key) = e
+            .message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            && !crate::spec::STAGE_KEYS.contains(&key)
+            && self.positions.key(&format!("stages[{i}].{key}")).is_some()
+        {
+            return;
+        }
         let with = format!("stages[{i}].with");
         let path = if e.key.is_empty() {
             with.clone()
@@ -759,7 +917,10 @@ impl Checker<'_> {
         }
         .or_else(|| self.positions.key(&with))
         .or_else(|| self.positions.value(&format!("stages[{i}]")));
-        let message = if unknown || e.key.is_empty() {
+        let code = e.expr.as_ref().zip(self.positions.text(&path));
+        let message = if let Some((error, code)) = code {
+            teach::expression_problem(&format!("with.{}", e.key), code, error)
+        } else if unknown || e.key.is_empty() {
             format!("with: {}", friendly(&e.message))
         } else {
             format!("with.{}: {}", e.key, friendly(&e.message))
