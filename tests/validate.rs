@@ -166,10 +166,12 @@ fn unknown_stage_type_counts_a_swap_of_two_letters_as_one_edit() {
 }
 
 #[test]
-fn unknown_stage_type_far_from_every_name_gets_no_suggestion() {
+fn unknown_stage_type_far_from_every_name_says_how_plugins_are_linked() {
     assert_problems(
         &after_gen(&["  - name: out", "    type: kafka"]),
-        &[r#"bad.yaml:6:11: stage "out": unknown stage type "kafka""#],
+        &[
+            r#"bad.yaml:6:11: stage "out": unknown stage type "kafka" (`flow stages` lists the known ones); if it comes from a plugin crate, the flow binary must link it (in its main.rs: use my_plugin as _;)"#,
+        ],
     );
 }
 
@@ -1829,5 +1831,81 @@ fn a_misspelt_required_key_is_read_as_meant_and_the_rest_checked() {
             r#"bad.yaml:7:23: stage "square": retry.attempts: must be at least 1 (the first try counts)"#,
             r#"bad.yaml:11:15: stage "out": on_error: "nowhere" is not drop, fail or a stage name"#,
         ],
+    );
+}
+
+// Several files.
+
+const GOOD: &str = "stages:\n  - name: gen\n    type: generate\n    with: { count: 3 }\n  - name: out\n    type: drop\n";
+const BAD: &str =
+    "stages:\n  - name: gen\n    type: generate\n    wokers: 2\n  - name: out\n    type: drop\n";
+
+/// `flow validate ARGS…` run in `dir`.
+fn validate_in(dir: &std::path::Path, args: &[&str]) -> Run {
+    run(flow()
+        .arg("validate")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG"))
+}
+
+#[test]
+fn several_files_are_each_validated_and_any_bad_one_fails() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    write_pipeline(dir.path(), "a.yaml", GOOD);
+    write_pipeline(dir.path(), "b.yaml", BAD);
+    write_pipeline(dir.path(), "c.yml", GOOD);
+    let out = validate_in(dir.path(), &["c.yml", "b.yaml", "a.yaml"]).expect_code(2);
+    assert_eq!(
+        out.stdout,
+        "c.yml: ok: 2 stages (gen, out)\na.yaml: ok: 2 stages (gen, out)\n"
+    );
+    assert_eq!(
+        out.stderr,
+        "b.yaml:4:5: stage \"gen\": unknown key \"wokers\" (did you mean \"workers\"?)\n"
+    );
+    let out = validate_in(dir.path(), &["a.yaml", "c.yml"]).expect_code(0);
+    assert_eq!(
+        out.stdout,
+        "a.yaml: ok: 2 stages (gen, out)\nc.yml: ok: 2 stages (gen, out)\n"
+    );
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn a_directory_means_its_yaml_files_in_name_order_not_its_subdirectories() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(pipelines.join("old")).expect("a subdirectory");
+    write_pipeline(&pipelines, "b.yml", GOOD);
+    write_pipeline(&pipelines, "a.yaml", GOOD);
+    write_pipeline(&pipelines, "notes.txt", "not a pipeline");
+    write_pipeline(&pipelines.join("old"), "bad.yaml", BAD);
+    let out = validate_in(dir.path(), &["pipelines"]).expect_code(0);
+    assert_eq!(
+        out.stdout,
+        "pipelines/a.yaml: ok: 2 stages (gen, out)\npipelines/b.yml: ok: 2 stages (gen, out)\n"
+    );
+    write_pipeline(&pipelines, "c.yaml", BAD);
+    let out = validate_in(dir.path(), &["pipelines"]).expect_code(2);
+    assert_eq!(
+        out.stdout,
+        "pipelines/a.yaml: ok: 2 stages (gen, out)\npipelines/b.yml: ok: 2 stages (gen, out)\n"
+    );
+    assert_eq!(
+        out.stderr,
+        "pipelines/c.yaml:4:5: stage \"gen\": unknown key \"wokers\" (did you mean \"workers\"?)\n"
+    );
+}
+
+#[test]
+fn a_directory_without_pipeline_files_is_an_error() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::create_dir(dir.path().join("empty")).expect("a directory");
+    let out = validate_in(dir.path(), &["empty"]).expect_code(2);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr,
+        "empty: no pipeline files (*.yaml, *.yml) in this directory\n"
     );
 }

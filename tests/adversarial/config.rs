@@ -981,9 +981,15 @@ fn a_source_takes_drop_fail_or_a_dead_letter_stage() {
 
 #[test]
 fn a_file_that_is_no_pipeline_file_is_rejected_quickly() {
-    // A directory, and a path that is no file.
+    // A directory (to validate, one without pipeline files), and a path
+    // that is no file.
     let dir = tempfile::tempdir().unwrap();
     let out = run(flow().args(["validate", "."]).current_dir(dir.path())).expect_code(2);
+    assert_eq!(
+        out.stderr,
+        ".: no pipeline files (*.yaml, *.yml) in this directory\n"
+    );
+    let out = run(flow().args(["graph", "."]).current_dir(dir.path())).expect_code(2);
     assert!(
         out.stderr.starts_with(".: cannot read the pipeline file: "),
         "{}",

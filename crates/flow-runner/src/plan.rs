@@ -475,11 +475,17 @@ impl Checker<'_> {
                 let found = flow_core::stage_type(&s.type_name);
                 if found.is_none() {
                     let known = flow_core::stage_types();
-                    let message = format!(
-                        "unknown stage type \"{}\"{}",
-                        s.type_name,
-                        hint(&s.type_name, known.iter().map(|t| t.name))
-                    );
+                    let near = hint(&s.type_name, known.iter().map(|t| t.name));
+                    // Not a typo: perhaps a plugin's type, in a binary that
+                    // does not link the plugin.
+                    let message = if near.is_empty() {
+                        format!(
+                            "unknown stage type \"{}\" (`flow stages` lists the known ones); if it comes from a plugin crate, the flow binary must link it (in its main.rs: use my_plugin as _;)",
+                            s.type_name
+                        )
+                    } else {
+                        format!("unknown stage type \"{}\"{near}", s.type_name)
+                    };
                     let pos = self.positions.value(&format!("stages[{i}].type"));
                     self.report(Some(&s.name), pos, message);
                 }
