@@ -380,7 +380,9 @@ fn options_that_are_not_a_map_are_rejected() {
             "  - name: out",
             "    type: drop",
         ],
-        &[r#"bad.yaml:4:11: stage "gen": with: invalid type: integer `3`, expected a map"#],
+        &[
+            r#"bad.yaml:4:11: stage "gen": with: invalid type: integer `3`, expected a map: the options of type generate go in a map under with: (`flow stages generate` lists them)"#,
+        ],
     );
 }
 
@@ -388,7 +390,9 @@ fn options_that_are_not_a_map_are_rejected() {
 fn inputs_that_are_not_a_list_are_rejected() {
     assert_problems(
         &after_gen(&["  - name: out", "    type: drop", "    inputs: gen"]),
-        &[r#"bad.yaml:7:13: stage "out": inputs: invalid type: string "gen", expected a sequence"#],
+        &[
+            r#"bad.yaml:7:13: stage "out": inputs: invalid type: string "gen", expected a sequence; inputs is a list of stage names: write inputs: [gen]"#,
+        ],
     );
 }
 
@@ -931,7 +935,9 @@ fn a_default_burst_beside_a_default_named_limit_belongs_under_limits() {
 fn a_stage_without_a_type_is_rejected() {
     assert_problems(
         &after_gen(&["  - name: out", "    inputs: [gen]"]),
-        &[r#"bad.yaml:5:5: stage "out": missing key "type""#],
+        &[
+            r#"bad.yaml:5:5: stage "out": missing key "type": every stage needs a type (`flow stages` lists them)"#,
+        ],
     );
 }
 
@@ -939,7 +945,7 @@ fn a_stage_without_a_type_is_rejected() {
 fn a_stage_without_a_name_is_rejected() {
     assert_problems(
         &after_gen(&["  - type: drop"]),
-        &[r#"bad.yaml:5:5: missing key "name""#],
+        &[r#"bad.yaml:5:5: missing key "name": every stage needs a name, unique in the pipeline"#],
     );
 }
 
@@ -1907,5 +1913,35 @@ fn a_directory_without_pipeline_files_is_an_error() {
     assert_eq!(
         out.stderr,
         "empty: no pipeline files (*.yaml, *.yml) in this directory\n"
+    );
+}
+
+#[test]
+fn a_quoted_number_is_said_to_be_text() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    workers: \"4\""]),
+        &[
+            r#"bad.yaml:7:14: stage "out": workers: invalid type: string "4", expected a whole number, 0 or more; a number in quotes is text: write 4 without quotes"#,
+        ],
+    );
+}
+
+#[test]
+fn a_duration_without_a_unit_is_told_the_units() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    timeout: 10"]),
+        &[
+            r#"bad.yaml:7:14: stage "out": timeout: invalid duration "10": a duration needs a unit: 10s, 10ms, 10m or 10h"#,
+        ],
+    );
+}
+
+#[test]
+fn yes_for_a_boolean_is_told_true_or_false() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    ordered: yes"]),
+        &[
+            r#"bad.yaml:7:14: stage "out": ordered: invalid type: string "yes", expected a boolean: write true or false (YAML 1.2 reads yes, no, on and off as text)"#,
+        ],
     );
 }

@@ -275,7 +275,9 @@ fn a_plain_lone_reference_takes_the_type_of_its_value() {
         .expect_code(0);
     assert_eq!(
         problems_of(pipeline.validate(&[("FLOW_ADV_N", "3"), ("FLOW_ADV_FLAG", "yes")])),
-        [r#"bad.yaml:8:14: stage "out": ordered: invalid type: string "yes", expected a boolean"#]
+        [
+            r#"bad.yaml:8:14: stage "out": ordered: invalid type: string "yes", expected a boolean: write true or false (YAML 1.2 reads yes, no, on and off as text)"#
+        ]
     );
     // A value holding YAML stays one word.
     assert_eq!(
@@ -292,7 +294,7 @@ fn a_quoted_or_mixed_reference_stays_a_string() {
     assert_eq!(
         problems_of(quoted.validate(&[("FLOW_ADV_N", "3")])),
         [
-            r#"bad.yaml:7:14: stage "out": workers: invalid type: string "3", expected a whole number, 0 or more"#
+            r#"bad.yaml:7:14: stage "out": workers: invalid type: string "3", expected a whole number, 0 or more; a number in quotes is text: write 3 without quotes"#
         ]
     );
     let mixed = Pipeline::lines(&with_sink_lines(&["    workers: ${FLOW_ADV_N}0"]));

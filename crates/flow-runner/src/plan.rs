@@ -209,6 +209,7 @@ pub fn load_str(
         }
         let (stage, key) = stage_of_path(&doc, &e.path);
         let message = friendly(&e.message);
+        let message = teach::parse_problem(&key, &e.message, message, doc.quoted(&e.path));
         let unknown = e.message.starts_with("unknown field");
         // An unknown key is named by the message; its parent map (none for
         // a stage's own keys, the stage being named) leads.
@@ -926,6 +927,13 @@ impl Checker<'_> {
         let code = e.expr.as_ref().zip(self.positions.text(&path));
         let message = if let Some((error, code)) = code {
             teach::expression_problem(&format!("with.{}", e.key), code, error)
+        } else if e.key.is_empty() && friendly(&e.message).ends_with("expected a map") {
+            format!(
+                "with: {}: the options of type {} go in a map under with: (`flow stages {}` lists them)",
+                friendly(&e.message),
+                s.type_name,
+                s.type_name
+            )
         } else if unknown || e.key.is_empty() {
             format!("with: {}", friendly(&e.message))
         } else {

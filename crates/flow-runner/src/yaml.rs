@@ -848,6 +848,19 @@ impl<'t> Doc<'t> {
         entry.map(|(k, _)| k)
     }
 
+    /// Whether the value at `path` is a quoted scalar.
+    pub fn quoted(&self, path: &str) -> bool {
+        self.find(path).is_some_and(|id| {
+            matches!(
+                &self.nodes[self.deref(id) as usize].kind,
+                Kind::Scalar(Scalar {
+                    style: ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted,
+                    ..
+                })
+            )
+        })
+    }
+
     /// The text of the scalar at `path`.
     pub fn text(&self, path: &str) -> Option<&str> {
         let id = self.deref(self.find(path)?);

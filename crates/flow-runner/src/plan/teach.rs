@@ -33,6 +33,41 @@ pub(crate) fn expression_problem(key: &str, code: &str, e: &ExprError) -> String
     }
 }
 
+/// A typed reading's problem (`message`, from serde's `raw`) at `key` (the
+/// path in its stage: `workers`, `inputs`, `defaults.ordered`, empty for
+/// the stage itself), with what to write instead when a new user's usual
+/// slip explains it. `quoted`: the value was written in quotes.
+pub(crate) fn parse_problem(key: &str, raw: &str, message: String, quoted: bool) -> String {
+    let last = key.rsplit('.').next().unwrap_or_default();
+    let text = raw
+        .strip_prefix("invalid type: string \"")
+        .and_then(|rest| rest.split_once("\", expected "));
+    if let Some((text, expected)) = text {
+        let number = text.trim().parse::<f64>().is_ok();
+        if quoted && number && expected.contains("number") {
+            return format!(
+                "{message}; a number in quotes is text: write {} without quotes",
+                text.trim()
+            );
+        }
+        if expected == "a boolean" {
+            return format!(
+                "{message}: write true or false (YAML 1.2 reads yes, no, on and off as text)"
+            );
+        }
+        if last == "inputs" && expected == "a sequence" {
+            return format!("{message}; inputs is a list of stage names: write inputs: [{text}]");
+        }
+    }
+    if key.is_empty() && raw == "missing field `type`" {
+        return format!("{message}: every stage needs a type (`flow stages` lists them)");
+    }
+    if key.is_empty() && raw == "missing field `name`" {
+        return format!("{message}: every stage needs a name, unique in the pipeline");
+    }
+    message
+}
+
 /// The most characters of the expression's line shown on each side of the
 /// error.
 const AROUND: usize = 40;
