@@ -1945,3 +1945,33 @@ fn yes_for_a_boolean_is_told_true_or_false() {
         ],
     );
 }
+
+#[test]
+fn a_jq_builtin_that_jaq_lacks_says_what_to_use_instead() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: a",
+            "    type: map",
+            "    with: { expr: 'input' }",
+            "  - name: b",
+            "    type: map",
+            "    with: { expr: '$ENV.HOME' }",
+            "  - name: c",
+            "    type: map",
+            "    with: { expr: '[.a, .b] | @csv' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:7:20: stage "a": with.expr: invalid jq expression: undefined filter input; flow's jq (jaq) has no input stream: each item is the expression's input, `.` (to take several items together, put a batch stage before)"#,
+            "    input",
+            "    ^",
+            r#"bad.yaml:10:20: stage "b": with.expr: invalid jq expression: undefined variable $ENV; flow's jq (jaq) has no $ENV: use env (env.HOME), or ${HOME} in the file"#,
+            "    $ENV.HOME",
+            "    ^",
+            r#"bad.yaml:13:31: stage "c": with.expr: invalid jq expression: undefined filter @csv; flow's jq (jaq) has no @csv or @tsv: write CSV with the stdout or write stage (format: csv)"#,
+            "    [.a, .b] | @csv",
+            "               ^",
+        ],
+    );
+}

@@ -9,7 +9,9 @@ use flow_core::ExprError;
 /// it. A text that reads like a literal (a URL, a word) gets the quoted
 /// form to write instead.
 pub(crate) fn expression_problem(key: &str, code: &str, e: &ExprError) -> String {
-    let first = if looks_literal(code) {
+    let first = if let Some(instead) = not_in_jaq(&e.message) {
+        format!("{key}: invalid jq expression: {}; {instead}", e.message)
+    } else if looks_literal(code) {
         let text = code.trim();
         // A jq string, inside a YAML single-quoted scalar.
         let quoted = serde_json::to_string(text)
@@ -66,6 +68,40 @@ pub(crate) fn parse_problem(key: &str, raw: &str, message: String, quoted: bool)
         return format!("{message}: every stage needs a name, unique in the pipeline");
     }
     message
+}
+
+/// For a jq builtin that flow's jq (jaq) does not have, what to do
+/// instead.
+fn not_in_jaq(message: &str) -> Option<&'static str> {
+    let name = message
+        .strip_prefix("undefined filter ")
+        .or_else(|| message.strip_prefix("undefined variable "))?;
+    Some(match name {
+        "input" | "inputs" => {
+            "flow's jq (jaq) has no input stream: each item is the expression's input, `.` (to take several items together, put a batch stage before)"
+        }
+        "$ENV" => "flow's jq (jaq) has no $ENV: use env (env.HOME), or ${HOME} in the file",
+        "@csv" | "@tsv" => {
+            "flow's jq (jaq) has no @csv or @tsv: write CSV with the stdout or write stage (format: csv)"
+        }
+        "leaf_paths" => "flow's jq (jaq) has no leaf_paths: use paths(scalars)",
+        "tostream" | "fromstream" | "truncate_stream" => {
+            "flow's jq (jaq) has no streaming forms: use paths and getpath"
+        }
+        "IN"
+        | "INDEX"
+        | "ascii"
+        | "toarray"
+        | "@base32"
+        | "@base32d"
+        | "input_filename"
+        | "input_line_number"
+        | "$__loc__"
+        | "$__prog_args"
+        | "have_decnum"
+        | "have_literal_numbers" => "it is a jq builtin that flow's jq (jaq) does not have",
+        _ => return None,
+    })
 }
 
 /// The most characters of the expression's line shown on each side of the
