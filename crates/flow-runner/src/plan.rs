@@ -269,14 +269,19 @@ fn unknown_keys(doc: &mut Doc, file: &str) -> (Vec<Problem>, HashSet<String>) {
                 stage: Option<&str>,
                 lead: &str| {
         let present = doc.keys(map);
-        let mut meant: Vec<&'static str> = Vec::new();
+        // The required keys the map has, or one misspelt key was read as:
+        // found once, so a map of many keys costs no more per key.
+        let mut taken: Vec<&str> = REQUIRED
+            .into_iter()
+            .filter(|r| present.contains(r))
+            .collect();
         for &key in &present {
             if keys.contains(&key) {
                 continue;
             }
             let rename = did_you_mean(key, keys.iter().copied())
-                .filter(|s| REQUIRED.contains(s) && !present.contains(s) && !meant.contains(s));
-            meant.extend(rename);
+                .filter(|s| REQUIRED.contains(s) && !taken.contains(s));
+            taken.extend(rename);
             let listed: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
             let serde = format!(
                 "unknown field `{key}`, expected one of {}",
