@@ -1975,3 +1975,32 @@ fn a_jq_builtin_that_jaq_lacks_says_what_to_use_instead() {
         ],
     );
 }
+
+#[test]
+fn a_bad_value_of_a_stage_or_default_key_does_not_stop_the_other_checks() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: a",
+            "    type: list",
+            "    with: {items: [1]}",
+            "  - name: b",
+            "    type: drop",
+            "    retry: {attempts: x, backoff: 1s}",
+            "    queue: -1",
+            "    ordered: 3",
+            "    rate_key: [1]",
+            "    on_error: nowhere",
+            "defaults:",
+            "  workers: many",
+        ],
+        &[
+            r#"bad.yaml:7:23: stage "b": retry.attempts: invalid type: string "x", expected a whole number, 0 or more"#,
+            r#"bad.yaml:8:12: stage "b": queue: invalid type: integer `-1`, expected a whole number, 0 or more"#,
+            r#"bad.yaml:9:14: stage "b": ordered: invalid type: integer `3`, expected a boolean"#,
+            r#"bad.yaml:10:15: stage "b": rate_key: invalid type: sequence, expected a string"#,
+            r#"bad.yaml:11:15: stage "b": on_error: "nowhere" is not drop, fail or a stage name"#,
+            r#"bad.yaml:13:12: defaults.workers: invalid type: string "many", expected a whole number, 0 or more"#,
+        ],
+    );
+}

@@ -200,12 +200,21 @@ pub fn load_str(
     // Unknown keys are reported, every one, and skipped, so that the rest
     // of the file is still read and checked.
     let (mut early, hidden_in) = unknown_keys(&mut doc, &file);
-    let spec: PipelineSpec = yaml::parse(&doc).map_err(|e| {
+    // A bad value of an optional key of a stage or of `defaults:` is
+    // reported, and the key hidden so the rest is read and checked too;
+    // the reading is repeated for that, within a budget of values read, so
+    // that validation stays linear in the file's size.
+    let mut budget = REREAD_BUDGET;
+    let spec: PipelineSpec = loop {
+        let e = match yaml::parse(&doc) {
+            Ok(spec) => break spec,
+            Err(e) => e,
+        };
         // A key missing from a map with an unknown key is most likely that
         // key misspelt: reported already.
         if e.message.starts_with("missing field") && hidden_in.contains(&e.path) {
             early.sort_by_key(|p| p.pos.map(|p| (p.line, p.column)));
-            return Problems(std::mem::take(&mut early));
+            return Err(Problems(early));
         }
         let (stage, key) = stage_of_path(&doc, &e.path);
         let message = friendly(&e.message);
@@ -233,9 +242,14 @@ pub fn load_str(
             stage,
             message,
         });
-        early.sort_by_key(|p| p.pos.map(|p| (p.line, p.column)));
-        Problems(std::mem::take(&mut early))
-    })?;
+        budget = budget.saturating_sub(doc.size().max(1));
+        let hidden =
+            budget > 0 && optional_entry(&e.path).is_some_and(|(map, key)| doc.hide(&map, &key));
+        if !hidden {
+            early.sort_by_key(|p| p.pos.map(|p| (p.line, p.column)));
+            return Err(Problems(early));
+        }
+    };
     let base_dir = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
         .unwrap_or_else(|_| PathBuf::from("."));
     Checker {
@@ -248,6 +262,33 @@ pub fn load_str(
         expressions: HashMap::new(),
     }
     .check(spec, path, &base_dir)
+}
+
+/// Values the typed reading may read again, in all, after hiding a key
+/// with a bad value (see [`load_str`]).
+const REREAD_BUDGET: u64 = 1 << 20;
+
+/// For a typed reading's error at `path`, the entry to hide so that the
+/// rest can be read: an optional key of a stage (`stages[2].workers`,
+/// `stages[2].retry.backoff` hides `retry`) or of `defaults:`. None for a
+/// stage's name or type, or anything else.
+fn optional_entry(path: &str) -> Option<(String, String)> {
+    let first = |rest: &str| {
+        rest.split(['.', '['])
+            .next()
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+    };
+    if let Some(rest) = path.strip_prefix("defaults.") {
+        return first(rest).map(|k| ("defaults".to_string(), k));
+    }
+    let rest = path.strip_prefix("stages[")?;
+    let (n, rest) = rest.split_once("].")?;
+    let key = first(rest)?;
+    if key == "name" || key == "type" || !crate::spec::STAGE_KEYS.contains(&key.as_str()) {
+        return None;
+    }
+    Some((format!("stages[{n}]"), key))
 }
 
 /// Every key of the file's runner-owned maps (the top level, `defaults:`,
@@ -371,7 +412,9 @@ fn unknown_keys(doc: &mut Doc, file: &str) -> (Vec<Problem>, HashSet<String>) {
             let pos = doc.key(&at);
             match rename {
                 Some(to) => doc.rename(&map, &key, to),
-                None => doc.hide(&map, &key),
+                None => {
+                    doc.hide(&map, &key);
+                }
             }
             Problem {
                 file: file.to_string(),

@@ -630,7 +630,9 @@ impl<'t> Doc<'t> {
 
     /// The number of values in the file, aliases expanded.
     pub fn size(&self) -> u64 {
-        u64::from(self.nodes[self.root as usize].size)
+        self.nodes
+            .get(self.root as usize)
+            .map_or(0, |n| u64::from(n.size))
     }
 
     /// Replaces `${…}` in every scalar value (never a key) with `env`;
@@ -817,9 +819,11 @@ impl<'t> Doc<'t> {
 
     /// Makes [`parse`] skip the entry `key` of the map at `path`: a key
     /// reported as unknown already, so that the rest is read and checked.
-    pub fn hide(&mut self, path: &str, key: &str) {
-        if let Some(k) = self.key_node(path, key) {
-            self.hidden.insert(k);
+    /// Whether it was there to hide, and was not hidden already.
+    pub fn hide(&mut self, path: &str, key: &str) -> bool {
+        match self.key_node(path, key) {
+            Some(k) => self.hidden.insert(k),
+            None => false,
         }
     }
 
