@@ -282,7 +282,9 @@ fn the_plain_binary_does_not_know_plugin_types() {
     );
     let out = run(flow().arg("validate").arg(&file).current_dir(dir.path())).expect_code(2);
     assert!(
-        out.stderr.contains("unknown stage type \"slugify\""),
+        out.stderr.contains(
+            "unknown stage type \"slugify\" (`flow stages` lists the known ones); if it comes from a plugin crate, the flow binary must link it (in its main.rs: use my_plugin as _;)"
+        ),
         "{}",
         out.stderr
     );

@@ -166,10 +166,12 @@ fn unknown_stage_type_counts_a_swap_of_two_letters_as_one_edit() {
 }
 
 #[test]
-fn unknown_stage_type_far_from_every_name_gets_no_suggestion() {
+fn unknown_stage_type_far_from_every_name_says_how_plugins_are_linked() {
     assert_problems(
         &after_gen(&["  - name: out", "    type: kafka"]),
-        &[r#"bad.yaml:6:11: stage "out": unknown stage type "kafka""#],
+        &[
+            r#"bad.yaml:6:11: stage "out": unknown stage type "kafka" (`flow stages` lists the known ones); if it comes from a plugin crate, the flow binary must link it (in its main.rs: use my_plugin as _;)"#,
+        ],
     );
 }
 
@@ -378,7 +380,9 @@ fn options_that_are_not_a_map_are_rejected() {
             "  - name: out",
             "    type: drop",
         ],
-        &[r#"bad.yaml:4:11: stage "gen": with: invalid type: integer `3`, expected a map"#],
+        &[
+            r#"bad.yaml:4:11: stage "gen": with: invalid type: integer `3`, expected a map: the options of type generate go in a map under with: (`flow stages generate` lists them)"#,
+        ],
     );
 }
 
@@ -386,7 +390,9 @@ fn options_that_are_not_a_map_are_rejected() {
 fn inputs_that_are_not_a_list_are_rejected() {
     assert_problems(
         &after_gen(&["  - name: out", "    type: drop", "    inputs: gen"]),
-        &[r#"bad.yaml:7:13: stage "out": inputs: invalid type: string "gen", expected a sequence"#],
+        &[
+            r#"bad.yaml:7:13: stage "out": inputs: invalid type: string "gen", expected a sequence; inputs is a list of stage names: write inputs: [gen]"#,
+        ],
     );
 }
 
@@ -662,7 +668,9 @@ fn an_invalid_rate_key_points_inside_the_expression() {
             "    rate_key: '.a | | .b'",
         ]),
         &[
-            r#"bad.yaml:8:21: stage "out": rate_key: invalid expression: expected term, found "|" (at character 6)"#,
+            r#"bad.yaml:8:21: stage "out": rate_key: invalid jq expression: expected term, found "|""#,
+            "    .a | | .b",
+            "         ^",
         ],
     );
 }
@@ -679,7 +687,9 @@ fn an_invalid_priority_points_inside_the_expression() {
             "    priority: 1 + nosuch(.)",
         ]),
         &[
-            r#"bad.yaml:8:19: stage "out": priority: invalid expression: undefined filter nosuch (at character 5)"#,
+            r#"bad.yaml:8:19: stage "out": priority: invalid jq expression: undefined filter nosuch"#,
+            "    1 + nosuch(.)",
+            "        ^",
         ],
     );
 }
@@ -925,7 +935,9 @@ fn a_default_burst_beside_a_default_named_limit_belongs_under_limits() {
 fn a_stage_without_a_type_is_rejected() {
     assert_problems(
         &after_gen(&["  - name: out", "    inputs: [gen]"]),
-        &[r#"bad.yaml:5:5: stage "out": missing key "type""#],
+        &[
+            r#"bad.yaml:5:5: stage "out": missing key "type": every stage needs a type (`flow stages` lists them)"#,
+        ],
     );
 }
 
@@ -933,7 +945,7 @@ fn a_stage_without_a_type_is_rejected() {
 fn a_stage_without_a_name_is_rejected() {
     assert_problems(
         &after_gen(&["  - type: drop"]),
-        &[r#"bad.yaml:5:5: missing key "name""#],
+        &[r#"bad.yaml:5:5: missing key "name": every stage needs a name, unique in the pipeline"#],
     );
 }
 
@@ -1213,7 +1225,7 @@ fn on_error_naming_an_unknown_stage_suggests_the_nearest() {
             "    inputs: []",
         ]),
         &[
-            r#"bad.yaml:7:15: stage "square": on_error: "faled" is not drop, fail or a stage name (did you mean "failed"?)"#,
+            r#"bad.yaml:7:15: stage "square": on_error: "faled" is not drop, fail or a stage name (did you mean the stage "failed"?)"#,
         ],
     );
 }
@@ -1257,7 +1269,7 @@ fn a_bad_on_error_in_defaults_is_reported_once_at_the_default() {
     assert_problems(
         &lines,
         &[
-            r#"bad.yaml:2:13: defaults.on_error: "faled" is not drop, fail or a stage name (did you mean "failed"?)"#,
+            r#"bad.yaml:2:13: defaults.on_error: "faled" is not drop, fail or a stage name (did you mean the stage "failed"?)"#,
         ],
     );
 }
@@ -1278,7 +1290,9 @@ fn an_invalid_expression_points_at_the_offending_token() {
             "    type: drop",
         ]),
         &[
-            r#"bad.yaml:8:19: stage "square": with.expr: invalid expression: expected term, found "|" (at character 6)"#,
+            r#"bad.yaml:8:19: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            "    .a | | .b",
+            "         ^",
         ],
     );
     // Unquoted, the text starts where the value does.
@@ -1292,7 +1306,9 @@ fn an_invalid_expression_points_at_the_offending_token() {
             "    type: drop",
         ]),
         &[
-            r#"bad.yaml:8:18: stage "square": with.expr: invalid expression: expected term, found "|" (at character 6)"#,
+            r#"bad.yaml:8:18: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            "    .a | | .b",
+            "         ^",
         ],
     );
 }
@@ -1308,12 +1324,13 @@ fn an_invalid_expression_column_counts_escapes_and_letters_as_written() {
         "  - name: out",
         "    type: drop",
     ]));
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(
-        problems[0].starts_with(
-            r#"bad.yaml:7:28: stage "square": with.expr: invalid expression: expected term, found "|""#
-        ),
-        "{problems:?}"
+    assert_eq!(
+        problems,
+        [
+            r#"bad.yaml:7:28: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            r#"    "é" | | .b"#,
+            "          ^",
+        ]
     );
 }
 
@@ -1331,7 +1348,9 @@ fn an_invalid_expression_in_a_literal_block_points_at_its_line() {
             "    type: drop",
         ]),
         &[
-            r#"bad.yaml:10:18: stage "square": with.expr: invalid expression: expected term, found "|" (at character 20)"#,
+            r#"bad.yaml:10:18: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            "     v: .v | | .b}",
+            "             ^",
         ],
     );
 }
@@ -1347,7 +1366,9 @@ fn an_undefined_function_in_an_expression_is_rejected() {
             "    type: drop",
         ]),
         &[
-            r#"bad.yaml:7:24: stage "square": with.expr: invalid expression: undefined filter nosuch (at character 5)"#,
+            r#"bad.yaml:7:24: stage "square": with.expr: invalid jq expression: undefined filter nosuch"#,
+            "    1 + nosuch(1)",
+            "        ^",
         ],
     );
 }
@@ -1364,7 +1385,9 @@ fn an_undefined_variable_in_an_expression_is_rejected() {
             "    type: drop",
         ],
         &[
-            r#"bad.yaml:4:36: stage "gen": with.value: invalid expression: undefined variable $j (at character 6)"#,
+            r#"bad.yaml:4:36: stage "gen": with.value: invalid jq expression: undefined variable $j"#,
+            "    {id: $j}",
+            "         ^",
         ],
     );
 }
@@ -1521,7 +1544,9 @@ fn several_problems_are_all_reported_in_file_order() {
             r#"bad.yaml:3:11: stage "gen": unknown stage type "generat" (did you mean "generate"?)"#,
             r#"bad.yaml:6:14: stage "square": workers: must be at least 1"#,
             r#"bad.yaml:7:15: stage "square": on_error: "nowhere" is not drop, fail or a stage name"#,
-            r#"bad.yaml:8:25: stage "square": with.expr: invalid expression: expected term, found "|" (at character 6)"#,
+            r#"bad.yaml:8:25: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            "    .a | | .b",
+            "         ^",
             r#"bad.yaml:11:22: stage "out": inputs: unknown stage "missing""#,
         ],
     );
@@ -1625,5 +1650,357 @@ fn run_reports_a_missing_pipeline_file() {
             .starts_with("nowhere.yaml: cannot read the pipeline file: "),
         "{}",
         out.stderr
+    );
+}
+
+// Errors that teach.
+
+#[test]
+fn a_url_written_as_a_literal_is_shown_quoted() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: fetch",
+            "    type: http",
+            "    with:",
+            "      url: http://example.com/x",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:8:16: stage "fetch": with.url: this option takes a jq expression, and this text is not valid jq (expected the end of the expression, found ":"); for the literal string, write '"http://example.com/x"'"#,
+            "    http://example.com/x",
+            "        ^",
+        ],
+    );
+}
+
+#[test]
+fn a_bare_word_is_shown_as_a_string_and_as_a_field() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "    with: { count: 3, value: hello }",
+            "  - name: out",
+            "    type: drop",
+        ],
+        &[
+            r#"bad.yaml:4:30: stage "gen": with.value: this option takes a jq expression, and this text is not valid jq (undefined filter hello); for the literal string, write '"hello"'; for the field "hello" of the input, write .hello"#,
+            "    hello",
+            "    ^",
+        ],
+    );
+}
+
+#[test]
+fn a_file_name_written_as_a_literal_is_shown_quoted() {
+    // The single quote is doubled, as YAML's single-quoted strings want.
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: files",
+            "    with: { dir: out, name: bob's notes.txt }",
+        ]),
+        &[
+            r#"bad.yaml:7:32: stage "out": with.name: this option takes a jq expression, and this text is not valid jq (expected token); for the literal string, write '"bob''s notes.txt"'"#,
+            "    bob's notes.txt",
+            "       ^",
+        ],
+    );
+}
+
+#[test]
+fn a_runner_expression_written_as_a_literal_is_shown_quoted() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    rate: 5/s",
+            "    rate_key: host",
+        ]),
+        &[
+            r#"bad.yaml:8:15: stage "out": rate_key: this option takes a jq expression, and this text is not valid jq (undefined filter host); for the literal string, write '"host"'; for the field "host" of the input, write .host"#,
+            "    host",
+            "    ^",
+        ],
+    );
+}
+
+#[test]
+fn an_error_at_the_end_of_an_expression_gets_a_caret_after_it() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    with: { expr: '.a |' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:7:24: stage "square": with.expr: invalid jq expression: expected term, found the end"#,
+            "    .a |",
+            "        ^",
+        ],
+    );
+}
+
+#[test]
+fn an_option_beside_with_is_said_to_belong_under_it() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    type: map",
+            "    expr: '. * .'",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:7:5: stage "square": unknown key "expr": it is an option of type map; put it under with:"#,
+        ],
+    );
+}
+
+#[test]
+fn every_unknown_key_is_reported_and_the_rest_still_checked() {
+    assert_problems(
+        &[
+            "name: demo",
+            "stags_note: x",
+            "defaults:",
+            "  queu: 8",
+            "  retry: { atempts: 2 }",
+            "stages:",
+            "  - name: gen",
+            "    type: generate",
+            "    count: 3",
+            "    wokers: 2",
+            "  - name: square",
+            "    type: map",
+            "    colour: red",
+            "    workers: 0",
+            "    retry: { attempts: 2, jiter: true }",
+            "    with: { expr: '.a | | .b' }",
+            "  - name: out",
+            "    type: drop",
+            "    inputs: [sqare]",
+        ],
+        &[
+            r#"bad.yaml:2:1: unknown key "stags_note"; expected one of: name, limits, defaults, stages"#,
+            r#"bad.yaml:4:3: defaults: unknown key "queu" (did you mean "queue"?)"#,
+            r#"bad.yaml:5:12: defaults.retry: unknown key "atempts" (did you mean "attempts"?)"#,
+            r#"bad.yaml:9:5: stage "gen": unknown key "count": it is an option of type generate; put it under with:"#,
+            r#"bad.yaml:10:5: stage "gen": unknown key "wokers" (did you mean "workers"?)"#,
+            r#"bad.yaml:13:5: stage "square": unknown key "colour"; expected one of: name, type, inputs, workers, queue, queue_bytes, order, ordered, priority, rate, burst, rate_key, retry, timeout, on_error, with"#,
+            r#"bad.yaml:14:14: stage "square": workers: must be at least 1"#,
+            r#"bad.yaml:15:27: stage "square": retry: unknown key "jiter" (did you mean "jitter"?)"#,
+            r#"bad.yaml:16:25: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            "    .a | | .b",
+            "         ^",
+            r#"bad.yaml:19:14: stage "out": inputs: unknown stage "sqare" (did you mean "square"?)"#,
+        ],
+    );
+}
+
+#[test]
+fn on_error_prefers_a_stage_name_to_a_keyword_as_near() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: out",
+            "    type: drop",
+            "    on_error: faild",
+            "  - name: failed",
+            "    type: drop",
+            "    inputs: []",
+        ]),
+        &[
+            r#"bad.yaml:7:15: stage "out": on_error: "faild" is not drop, fail or a stage name (did you mean the stage "failed"?)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_misspelt_required_key_is_read_as_meant_and_the_rest_checked() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: square",
+            "    tpye: map",
+            "    retry: { atempts: 0 }",
+            "    with: { expr: '.' }",
+            "  - name: out",
+            "    type: drop",
+            "    on_error: nowhere",
+        ]),
+        &[
+            r#"bad.yaml:6:5: stage "square": unknown key "tpye" (did you mean "type"?)"#,
+            r#"bad.yaml:7:14: stage "square": retry: unknown key "atempts" (did you mean "attempts"?)"#,
+            r#"bad.yaml:7:23: stage "square": retry.attempts: must be at least 1 (the first try counts)"#,
+            r#"bad.yaml:11:15: stage "out": on_error: "nowhere" is not drop, fail or a stage name"#,
+        ],
+    );
+}
+
+// Several files.
+
+const GOOD: &str = "stages:\n  - name: gen\n    type: generate\n    with: { count: 3 }\n  - name: out\n    type: drop\n";
+const BAD: &str =
+    "stages:\n  - name: gen\n    type: generate\n    wokers: 2\n  - name: out\n    type: drop\n";
+
+/// `flow validate ARGS…` run in `dir`.
+fn validate_in(dir: &std::path::Path, args: &[&str]) -> Run {
+    run(flow()
+        .arg("validate")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG"))
+}
+
+#[test]
+fn several_files_are_each_validated_and_any_bad_one_fails() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    write_pipeline(dir.path(), "a.yaml", GOOD);
+    write_pipeline(dir.path(), "b.yaml", BAD);
+    write_pipeline(dir.path(), "c.yml", GOOD);
+    let out = validate_in(dir.path(), &["c.yml", "b.yaml", "a.yaml"]).expect_code(2);
+    assert_eq!(
+        out.stdout,
+        "c.yml: ok: 2 stages (gen, out)\na.yaml: ok: 2 stages (gen, out)\n"
+    );
+    assert_eq!(
+        out.stderr,
+        "b.yaml:4:5: stage \"gen\": unknown key \"wokers\" (did you mean \"workers\"?)\n"
+    );
+    let out = validate_in(dir.path(), &["a.yaml", "c.yml"]).expect_code(0);
+    assert_eq!(
+        out.stdout,
+        "a.yaml: ok: 2 stages (gen, out)\nc.yml: ok: 2 stages (gen, out)\n"
+    );
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn a_directory_means_its_yaml_files_in_name_order_not_its_subdirectories() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(pipelines.join("old")).expect("a subdirectory");
+    write_pipeline(&pipelines, "b.yml", GOOD);
+    write_pipeline(&pipelines, "a.yaml", GOOD);
+    write_pipeline(&pipelines, "notes.txt", "not a pipeline");
+    write_pipeline(&pipelines.join("old"), "bad.yaml", BAD);
+    let out = validate_in(dir.path(), &["pipelines"]).expect_code(0);
+    assert_eq!(
+        out.stdout,
+        "pipelines/a.yaml: ok: 2 stages (gen, out)\npipelines/b.yml: ok: 2 stages (gen, out)\n"
+    );
+    write_pipeline(&pipelines, "c.yaml", BAD);
+    let out = validate_in(dir.path(), &["pipelines"]).expect_code(2);
+    assert_eq!(
+        out.stdout,
+        "pipelines/a.yaml: ok: 2 stages (gen, out)\npipelines/b.yml: ok: 2 stages (gen, out)\n"
+    );
+    assert_eq!(
+        out.stderr,
+        "pipelines/c.yaml:4:5: stage \"gen\": unknown key \"wokers\" (did you mean \"workers\"?)\n"
+    );
+}
+
+#[test]
+fn a_directory_without_pipeline_files_is_an_error() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::create_dir(dir.path().join("empty")).expect("a directory");
+    let out = validate_in(dir.path(), &["empty"]).expect_code(2);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr,
+        "empty: no pipeline files (*.yaml, *.yml) in this directory\n"
+    );
+}
+
+#[test]
+fn a_quoted_number_is_said_to_be_text() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    workers: \"4\""]),
+        &[
+            r#"bad.yaml:7:14: stage "out": workers: invalid type: string "4", expected a whole number, 0 or more; a number in quotes is text: write 4 without quotes"#,
+        ],
+    );
+}
+
+#[test]
+fn a_duration_without_a_unit_is_told_the_units() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    timeout: 10"]),
+        &[
+            r#"bad.yaml:7:14: stage "out": timeout: invalid duration "10": a duration needs a unit: 10s, 10ms, 10m or 10h"#,
+        ],
+    );
+}
+
+#[test]
+fn yes_for_a_boolean_is_told_true_or_false() {
+    assert_problems(
+        &after_gen(&["  - name: out", "    type: drop", "    ordered: yes"]),
+        &[
+            r#"bad.yaml:7:14: stage "out": ordered: invalid type: string "yes", expected a boolean: write true or false (YAML 1.2 reads yes, no, on and off as text)"#,
+        ],
+    );
+}
+
+#[test]
+fn a_jq_builtin_that_jaq_lacks_says_what_to_use_instead() {
+    assert_problems(
+        &after_gen(&[
+            "  - name: a",
+            "    type: map",
+            "    with: { expr: 'input' }",
+            "  - name: b",
+            "    type: map",
+            "    with: { expr: '$ENV.HOME' }",
+            "  - name: c",
+            "    type: map",
+            "    with: { expr: '[.a, .b] | @csv' }",
+            "  - name: out",
+            "    type: drop",
+        ]),
+        &[
+            r#"bad.yaml:7:20: stage "a": with.expr: invalid jq expression: undefined filter input; flow's jq (jaq) has no input stream: each item is the expression's input, `.` (to take several items together, put a batch stage before)"#,
+            "    input",
+            "    ^",
+            r#"bad.yaml:10:20: stage "b": with.expr: invalid jq expression: undefined variable $ENV; flow's jq (jaq) has no $ENV: use env (env.HOME), or ${HOME} in the file"#,
+            "    $ENV.HOME",
+            "    ^",
+            r#"bad.yaml:13:31: stage "c": with.expr: invalid jq expression: undefined filter @csv; flow's jq (jaq) has no @csv or @tsv: write CSV with the stdout or write stage (format: csv)"#,
+            "    [.a, .b] | @csv",
+            "               ^",
+        ],
+    );
+}
+
+#[test]
+fn a_bad_value_of_a_stage_or_default_key_does_not_stop_the_other_checks() {
+    assert_problems(
+        &[
+            "stages:",
+            "  - name: a",
+            "    type: list",
+            "    with: {items: [1]}",
+            "  - name: b",
+            "    type: drop",
+            "    retry: {attempts: x, backoff: 1s}",
+            "    queue: -1",
+            "    ordered: 3",
+            "    rate_key: [1]",
+            "    on_error: nowhere",
+            "defaults:",
+            "  workers: many",
+        ],
+        &[
+            r#"bad.yaml:7:23: stage "b": retry.attempts: invalid type: string "x", expected a whole number, 0 or more"#,
+            r#"bad.yaml:8:12: stage "b": queue: invalid type: integer `-1`, expected a whole number, 0 or more"#,
+            r#"bad.yaml:9:14: stage "b": ordered: invalid type: integer `3`, expected a boolean"#,
+            r#"bad.yaml:10:15: stage "b": rate_key: invalid type: sequence, expected a string"#,
+            r#"bad.yaml:11:15: stage "b": on_error: "nowhere" is not drop, fail or a stage name"#,
+            r#"bad.yaml:13:12: defaults.workers: invalid type: string "many", expected a whole number, 0 or more"#,
+        ],
     );
 }

@@ -275,7 +275,9 @@ fn a_plain_lone_reference_takes_the_type_of_its_value() {
         .expect_code(0);
     assert_eq!(
         problems_of(pipeline.validate(&[("FLOW_ADV_N", "3"), ("FLOW_ADV_FLAG", "yes")])),
-        [r#"bad.yaml:8:14: stage "out": ordered: invalid type: string "yes", expected a boolean"#]
+        [
+            r#"bad.yaml:8:14: stage "out": ordered: invalid type: string "yes", expected a boolean: write true or false (YAML 1.2 reads yes, no, on and off as text)"#
+        ]
     );
     // A value holding YAML stays one word.
     assert_eq!(
@@ -292,7 +294,7 @@ fn a_quoted_or_mixed_reference_stays_a_string() {
     assert_eq!(
         problems_of(quoted.validate(&[("FLOW_ADV_N", "3")])),
         [
-            r#"bad.yaml:7:14: stage "out": workers: invalid type: string "3", expected a whole number, 0 or more"#
+            r#"bad.yaml:7:14: stage "out": workers: invalid type: string "3", expected a whole number, 0 or more; a number in quotes is text: write 3 without quotes"#
         ]
     );
     let mixed = Pipeline::lines(&with_sink_lines(&["    workers: ${FLOW_ADV_N}0"]));
@@ -345,14 +347,18 @@ fn an_error_in_a_substituted_expression_points_where_it_was_written() {
     assert_eq!(
         problems_of(pipeline.validate(&[("FLOW_ADV_V", "2")])),
         [
-            r#"bad.yaml:7:40: stage "square": with.expr: invalid expression: expected term, found "|" (at character 9)"#
+            r#"bad.yaml:7:40: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            "    . * 2 | | .",
+            "            ^",
         ]
     );
     // Inside the value: its `$`, at column 24.
     assert_eq!(
         problems_of(pipeline.validate(&[("FLOW_ADV_V", "(|)")])),
         [
-            r#"bad.yaml:7:24: stage "square": with.expr: invalid expression: expected term, found "|" (at character 6)"#
+            r#"bad.yaml:7:24: stage "square": with.expr: invalid jq expression: expected term, found "|""#,
+            "    . * (|) | | .",
+            "         ^",
         ]
     );
 }
@@ -948,7 +954,7 @@ fn a_source_takes_drop_fail_or_a_dead_letter_stage() {
             "    inputs: []",
         ],
         &[
-            r#"bad.yaml:4:15: stage "gen": on_error: "failde" is not drop, fail or a stage name (did you mean "failed"?)"#,
+            r#"bad.yaml:4:15: stage "gen": on_error: "failde" is not drop, fail or a stage name (did you mean the stage "failed"?)"#,
         ],
     );
     // `defaults.on_error` does not reach a source; a processor's does.
@@ -977,9 +983,15 @@ fn a_source_takes_drop_fail_or_a_dead_letter_stage() {
 
 #[test]
 fn a_file_that_is_no_pipeline_file_is_rejected_quickly() {
-    // A directory, and a path that is no file.
+    // A directory (to validate, one without pipeline files), and a path
+    // that is no file.
     let dir = tempfile::tempdir().unwrap();
     let out = run(flow().args(["validate", "."]).current_dir(dir.path())).expect_code(2);
+    assert_eq!(
+        out.stderr,
+        ".: no pipeline files (*.yaml, *.yml) in this directory\n"
+    );
+    let out = run(flow().args(["graph", "."]).current_dir(dir.path())).expect_code(2);
     assert!(
         out.stderr.starts_with(".: cannot read the pipeline file: "),
         "{}",

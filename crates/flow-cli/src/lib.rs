@@ -111,10 +111,12 @@ enum Command {
         #[arg(long, value_name = "HOST")]
         dashboard_allow_host: Vec<String>,
     },
-    /// Check a pipeline file without running it.
+    /// Check pipeline files without running them: exit 2 if any is bad.
     Validate {
-        /// The pipeline file.
-        pipeline: PathBuf,
+        /// Pipeline files, or directories: every `*.yaml` and `*.yml` file
+        /// directly in one (not in its subdirectories), in name order.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
     },
     /// Print the pipeline's graph: Mermaid, or Graphviz dot.
     Graph {
@@ -244,11 +246,59 @@ fn run_cli() -> u8 {
                 },
             },
         ),
-        Command::Validate { pipeline } => validate(&pipeline),
+        Command::Validate { pipelines } => validate_all(&pipelines),
         Command::Graph { pipeline, format } => graph::show(&pipeline, format),
         Command::Schema => schema::show(),
         Command::Stages { type_name } => stages::show(type_name.as_deref()),
     }
+}
+
+/// Validates every file named, and every pipeline file directly in each
+/// directory named: one block of output per file; exit 2 if any is bad.
+fn validate_all(paths: &[PathBuf]) -> u8 {
+    let mut code = exit::OK;
+    for path in paths {
+        let files = if path.is_dir() {
+            match pipeline_files(path) {
+                Ok(files) if files.is_empty() => {
+                    eprintln!(
+                        "{}: no pipeline files (*.yaml, *.yml) in this directory",
+                        path.display()
+                    );
+                    code = exit::BAD_INPUT;
+                    continue;
+                }
+                Ok(files) => files,
+                Err(e) => {
+                    eprintln!("{}: cannot read the directory: {e}", path.display());
+                    code = exit::BAD_INPUT;
+                    continue;
+                }
+            }
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            if validate(&file) != exit::OK {
+                code = exit::BAD_INPUT;
+            }
+        }
+    }
+    code
+}
+
+/// The `*.yaml` and `*.yml` files directly in `dir`, sorted by name.
+fn pipeline_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+        if yaml && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn validate(path: &std::path::Path) -> u8 {

@@ -404,7 +404,11 @@ fn lex_expectation(e: &lex::Expect<&str>) -> &'static str {
 }
 
 fn parse_expectation<'a>(e: &parse::Expect<&'a str>) -> &'a str {
-    e.as_str()
+    match e {
+        // jaq's "expected nothing": more text after a whole expression.
+        parse::Expect::Nothing => "the end of the expression",
+        e => e.as_str(),
+    }
 }
 
 fn first_token(s: &str) -> &str {

@@ -45,8 +45,15 @@ pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365
 /// Parses a duration written the humantime way (`250ms`, `1m 30s`), at
 /// most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let d =
-        humantime::parse_duration(text).map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+    let d = humantime::parse_duration(text).map_err(|e| {
+        // A bare number is the usual slip: say which units there are.
+        if text.trim().parse::<f64>().is_ok() {
+            let n = text.trim();
+            format!("invalid duration {text:?}: a duration needs a unit: {n}s, {n}ms, {n}m or {n}h")
+        } else {
+            format!("invalid duration {text:?}: {e}")
+        }
+    })?;
     if d > MAX_DURATION {
         return Err(format!(
             "duration {text:?} is too long: durations are limited to 365 days"

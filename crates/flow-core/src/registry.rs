@@ -210,6 +210,10 @@ pub struct ConfigError {
     /// For an error inside the option's text (an expression), the byte
     /// offset in it, so the error can point at the column.
     pub offset: Option<usize>,
+    /// For an expression that does not compile, jq's error (`message` is
+    /// then that error in a sentence), so the runner can show the
+    /// expression with the error marked.
+    pub expr: Option<crate::ExprError>,
 }
 
 impl ConfigError {
@@ -218,6 +222,7 @@ impl ConfigError {
             key: key.into(),
             message: message.into(),
             offset: None,
+            expr: None,
         }
     }
 
@@ -227,6 +232,7 @@ impl ConfigError {
             key: key.into(),
             offset: Some(error.offset),
             message: format!("invalid expression: {error}"),
+            expr: Some(error),
         }
     }
 }

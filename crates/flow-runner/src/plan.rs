@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use flow_core::{BuildContext, ConfigError, Stage, StageKind, StageType};
 
 mod control;
+mod teach;
 
 use crate::control::FlowControl;
 use crate::error::{Problem, Problems};
@@ -196,9 +197,28 @@ pub fn load_str(
             return Err(problem(pos, message));
         }
     }
-    let spec: PipelineSpec = yaml::parse(&doc).map_err(|e| {
+    // Unknown keys are reported, every one, and skipped, so that the rest
+    // of the file is still read and checked.
+    let (mut early, hidden_in) = unknown_keys(&mut doc, &file);
+    // A bad value of an optional key of a stage or of `defaults:` is
+    // reported, and the key hidden so the rest is read and checked too;
+    // the reading is repeated for that, within a budget of values read, so
+    // that validation stays linear in the file's size.
+    let mut budget = REREAD_BUDGET;
+    let spec: PipelineSpec = loop {
+        let e = match yaml::parse(&doc) {
+            Ok(spec) => break spec,
+            Err(e) => e,
+        };
+        // A key missing from a map with an unknown key is most likely that
+        // key misspelt: reported already.
+        if e.message.starts_with("missing field") && hidden_in.contains(&e.path) {
+            early.sort_by_key(|p| p.pos.map(|p| (p.line, p.column)));
+            return Err(Problems(early));
+        }
         let (stage, key) = stage_of_path(&doc, &e.path);
         let message = friendly(&e.message);
+        let message = teach::parse_problem(&key, &e.message, message, doc.quoted(&e.path));
         let unknown = e.message.starts_with("unknown field");
         // An unknown key is named by the message; its parent map (none for
         // a stage's own keys, the stage being named) leads.
@@ -216,25 +236,195 @@ pub fn load_str(
         } else {
             doc.value(&e.path)
         };
-        Problems(vec![Problem {
+        early.push(Problem {
             file: file.clone(),
             pos: pos.or(e.pos),
             stage,
             message,
-        }])
-    })?;
+        });
+        budget = budget.saturating_sub(doc.size().max(1));
+        let hidden =
+            budget > 0 && optional_entry(&e.path).is_some_and(|(map, key)| doc.hide(&map, &key));
+        if !hidden {
+            early.sort_by_key(|p| p.pos.map(|p| (p.line, p.column)));
+            return Err(Problems(early));
+        }
+    };
     let base_dir = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
         .unwrap_or_else(|_| PathBuf::from("."));
     Checker {
         file,
         positions: &doc,
-        problems: Vec::new(),
-        seen: HashSet::new(),
+        seen: early.iter().cloned().collect(),
+        problems: early,
         suggested: HashSet::new(),
         hints_left: MAX_HINTS,
         expressions: HashMap::new(),
     }
     .check(spec, path, &base_dir)
+}
+
+/// Values the typed reading may read again, in all, after hiding a key
+/// with a bad value (see [`load_str`]).
+const REREAD_BUDGET: u64 = 1 << 20;
+
+/// For a typed reading's error at `path`, the entry to hide so that the
+/// rest can be read: an optional key of a stage (`stages[2].workers`,
+/// `stages[2].retry.backoff` hides `retry`) or of `defaults:`. None for a
+/// stage's name or type, or anything else.
+fn optional_entry(path: &str) -> Option<(String, String)> {
+    let first = |rest: &str| {
+        rest.split(['.', '['])
+            .next()
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+    };
+    if let Some(rest) = path.strip_prefix("defaults.") {
+        return first(rest).map(|k| ("defaults".to_string(), k));
+    }
+    let rest = path.strip_prefix("stages[")?;
+    let (n, rest) = rest.split_once("].")?;
+    let key = first(rest)?;
+    if key == "name" || key == "type" || !crate::spec::STAGE_KEYS.contains(&key.as_str()) {
+        return None;
+    }
+    Some((format!("stages[{n}]"), key))
+}
+
+/// Every key of the file's runner-owned maps (the top level, `defaults:`,
+/// each stage, each `retry:`) that is not one of theirs, reported and then
+/// hidden from the typed reading. A stage key that is an option of the
+/// stage's type is said to belong under `with:`.
+fn unknown_keys(doc: &mut Doc, file: &str) -> (Vec<Problem>, HashSet<String>) {
+    use crate::spec::{DEFAULTS_KEYS, PIPELINE_KEYS, RETRY_KEYS, STAGE_KEYS};
+    // (the map's path, the key, the stage, the message)
+    let mut found = Vec::new();
+    // A misspelt required key is read as the key it was meant to be, so
+    // that its absence does not stop the reading.
+    const REQUIRED: [&str; 4] = ["name", "type", "stages", "attempts"];
+    type Found = Vec<(String, String, Option<String>, String, Option<&'static str>)>;
+    let look = |found: &mut Found,
+                doc: &Doc,
+                map: &str,
+                keys: &[&'static str],
+                stage: Option<&str>,
+                lead: &str| {
+        let present = doc.keys(map);
+        // The required keys the map has, or one misspelt key was read as:
+        // found once, so a map of many keys costs no more per key.
+        let mut taken: Vec<&str> = REQUIRED
+            .into_iter()
+            .filter(|r| present.contains(r))
+            .collect();
+        for &key in &present {
+            if keys.contains(&key) {
+                continue;
+            }
+            let rename = did_you_mean(key, keys.iter().copied())
+                .filter(|s| REQUIRED.contains(s) && !taken.contains(s));
+            taken.extend(rename);
+            let listed: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            let serde = format!(
+                "unknown field `{key}`, expected one of {}",
+                listed.join(", ")
+            );
+            let message = match lead {
+                "" => friendly(&serde),
+                lead => format!("{lead}: {}", friendly(&serde)),
+            };
+            found.push((
+                map.to_string(),
+                key.to_string(),
+                stage.map(str::to_string),
+                message,
+                rename,
+            ));
+        }
+    };
+    look(&mut found, doc, "", &PIPELINE_KEYS, None, "");
+    look(
+        &mut found,
+        doc,
+        "defaults",
+        &DEFAULTS_KEYS,
+        None,
+        "defaults",
+    );
+    look(
+        &mut found,
+        doc,
+        "defaults.retry",
+        &RETRY_KEYS,
+        None,
+        "defaults.retry",
+    );
+    let stages = if doc.keys("").contains(&"stages") {
+        doc.len("stages").unwrap_or(0)
+    } else {
+        0
+    };
+    // The options of each stage type met, by name.
+    let mut options: HashMap<String, Vec<String>> = HashMap::new();
+    for i in 0..stages {
+        let path = format!("stages[{i}]");
+        let name = doc.text(&format!("{path}.name"));
+        let before = found.len();
+        look(&mut found, doc, &path, &STAGE_KEYS, name, "");
+        look(
+            &mut found,
+            doc,
+            &format!("{path}.retry"),
+            &RETRY_KEYS,
+            name,
+            "retry",
+        );
+        let Some(type_name) = doc.text(&format!("{path}.type")) else {
+            continue;
+        };
+        for (map, key, _, message, _) in &mut found[before..] {
+            if *map != path {
+                continue;
+            }
+            let of_type = options.entry(type_name.to_string()).or_insert_with(|| {
+                flow_core::stage_type(type_name).map_or_else(Vec::new, |t| {
+                    t.options_schema()
+                        .get("properties")
+                        .and_then(|p| p.as_object())
+                        .map_or_else(Vec::new, |p| p.keys().cloned().collect())
+                })
+            });
+            if of_type.contains(key) {
+                *message = format!(
+                    "unknown key \"{key}\": it is an option of type {type_name}; put it under with:"
+                );
+            }
+        }
+    }
+    let maps = found.iter().map(|(map, ..)| map.clone()).collect();
+    let problems = found
+        .into_iter()
+        .map(|(map, key, stage, message, rename)| {
+            let at = if map.is_empty() {
+                key.clone()
+            } else {
+                format!("{map}.{key}")
+            };
+            let pos = doc.key(&at);
+            match rename {
+                Some(to) => doc.rename(&map, &key, to),
+                None => {
+                    doc.hide(&map, &key);
+                }
+            }
+            Problem {
+                file: file.to_string(),
+                pos,
+                stage,
+                message,
+            }
+        })
+        .collect();
+    (problems, maps)
 }
 
 /// "Did you mean" is looked for this many times per file at most: each
@@ -297,13 +487,19 @@ impl Checker<'_> {
             .enumerate()
             .filter(|&(k, _)| Some(k) != own)
             .map(|(_, n)| *n);
-        let Some(suggestion) = did_you_mean(word, words.iter().copied().chain(others)) else {
+        // Stage names first: a tie (`faild` is as near `fail` as a stage
+        // `failed`) goes to the stage the file has.
+        let Some(suggestion) = did_you_mean(word, others.chain(words.iter().copied())) else {
             return String::new();
         };
         if !words.contains(&suggestion)
             && let Some(k) = names.iter().position(|n| *n == suggestion)
         {
             self.suggested.insert(k);
+            // Beside keywords, say which it is.
+            if !words.is_empty() {
+                return format!(" (did you mean the stage \"{suggestion}\"?)");
+            }
         }
         format!(" (did you mean \"{suggestion}\"?)")
     }
@@ -328,11 +524,17 @@ impl Checker<'_> {
                 let found = flow_core::stage_type(&s.type_name);
                 if found.is_none() {
                     let known = flow_core::stage_types();
-                    let message = format!(
-                        "unknown stage type \"{}\"{}",
-                        s.type_name,
-                        hint(&s.type_name, known.iter().map(|t| t.name))
-                    );
+                    let near = hint(&s.type_name, known.iter().map(|t| t.name));
+                    // Not a typo: perhaps a plugin's type, in a binary that
+                    // does not link the plugin.
+                    let message = if near.is_empty() {
+                        format!(
+                            "unknown stage type \"{}\" (`flow stages` lists the known ones); if it comes from a plugin crate, the flow binary must link it (in its main.rs: use my_plugin as _;)",
+                            s.type_name
+                        )
+                    } else {
+                        format!("unknown stage type \"{}\"{near}", s.type_name)
+                    };
                     let pos = self.positions.value(&format!("stages[{i}].type"));
                     self.report(Some(&s.name), pos, message);
                 }
@@ -745,6 +947,17 @@ impl Checker<'_> {
     }
 
     fn report_option(&mut self, i: usize, s: &StageSpec, e: ConfigError) {
+        // An option written beside `with:` instead of under it was
+        // reported as such already.
+        if let Some(key) = e
+            .message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            && !crate::spec::STAGE_KEYS.contains(&key)
+            && self.positions.key(&format!("stages[{i}].{key}")).is_some()
+        {
+            return;
+        }
         let with = format!("stages[{i}].with");
         let path = if e.key.is_empty() {
             with.clone()
@@ -759,7 +972,17 @@ impl Checker<'_> {
         }
         .or_else(|| self.positions.key(&with))
         .or_else(|| self.positions.value(&format!("stages[{i}]")));
-        let message = if unknown || e.key.is_empty() {
+        let code = e.expr.as_ref().zip(self.positions.text(&path));
+        let message = if let Some((error, code)) = code {
+            teach::expression_problem(&format!("with.{}", e.key), code, error)
+        } else if e.key.is_empty() && friendly(&e.message).ends_with("expected a map") {
+            format!(
+                "with: {}: the options of type {} go in a map under with: (`flow stages {}` lists them)",
+                friendly(&e.message),
+                s.type_name,
+                s.type_name
+            )
+        } else if unknown || e.key.is_empty() {
             format!("with: {}", friendly(&e.message))
         } else {
             format!("with.{}: {}", e.key, friendly(&e.message))

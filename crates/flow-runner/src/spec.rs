@@ -36,6 +36,43 @@ pub const MAX_ATTEMPTS: u32 = 1_000;
 /// The longest stage name, in characters.
 pub const MAX_NAME: usize = 128;
 
+/// The keys of a pipeline file's top level.
+pub const PIPELINE_KEYS: [&str; 4] = ["name", "limits", "defaults", "stages"];
+/// The keys of `defaults:`.
+pub const DEFAULTS_KEYS: [&str; 10] = [
+    "workers",
+    "queue",
+    "queue_bytes",
+    "order",
+    "ordered",
+    "rate",
+    "burst",
+    "retry",
+    "timeout",
+    "on_error",
+];
+/// A stage's own keys (the runner's), `with` included.
+pub const STAGE_KEYS: [&str; 16] = [
+    "name",
+    "type",
+    "inputs",
+    "workers",
+    "queue",
+    "queue_bytes",
+    "order",
+    "ordered",
+    "priority",
+    "rate",
+    "burst",
+    "rate_key",
+    "retry",
+    "timeout",
+    "on_error",
+    "with",
+];
+/// The keys of `retry:`.
+pub const RETRY_KEYS: [&str; 4] = ["attempts", "backoff", "max_backoff", "jitter"];
+
 /// A flow pipeline: stages joined by bounded queues, run by `flow run`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -337,4 +374,37 @@ fn optional_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error
 fn required_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let Whole(n) = Whole::deserialize(d)?;
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys of a struct, from its schema.
+    fn properties<T: JsonSchema>() -> Vec<String> {
+        let schema = schemars::schema_for!(T);
+        let mut keys: Vec<String> = schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .expect("a struct's schema has properties")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(keys: &[&str]) -> Vec<String> {
+        let mut keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_key_lists_are_the_structs_fields() {
+        assert_eq!(properties::<PipelineSpec>(), sorted(&PIPELINE_KEYS));
+        assert_eq!(properties::<Defaults>(), sorted(&DEFAULTS_KEYS));
+        assert_eq!(properties::<StageSpec>(), sorted(&STAGE_KEYS));
+        assert_eq!(properties::<RetrySpec>(), sorted(&RETRY_KEYS));
+    }
 }

@@ -215,6 +215,11 @@ pub struct Doc<'t> {
     failure: Option<Failure>,
     /// Repeated keys: (the repeat, the first).
     duplicates: Vec<(u32, u32)>,
+    /// Keys whose entries [`parse`] skips: unknown keys, reported already.
+    hidden: std::collections::HashSet<u32>,
+    /// Keys [`parse`] reads as another: a misspelt required key, reported
+    /// already, read as the key it was meant to be.
+    renamed: HashMap<u32, &'static str>,
 }
 
 struct Frame {
@@ -237,6 +242,8 @@ impl<'t> Doc<'t> {
             lines: OnceCell::new(),
             failure: None,
             duplicates: Vec::new(),
+            hidden: Default::default(),
+            renamed: HashMap::new(),
         };
         let mut stack: Vec<Frame> = Vec::new();
         let mut anchors: HashMap<usize, u32> = HashMap::new();
@@ -623,7 +630,9 @@ impl<'t> Doc<'t> {
 
     /// The number of values in the file, aliases expanded.
     pub fn size(&self) -> u64 {
-        u64::from(self.nodes[self.root as usize].size)
+        self.nodes
+            .get(self.root as usize)
+            .map_or(0, |n| u64::from(n.size))
     }
 
     /// Replaces `${…}` in every scalar value (never a key) with `env`;
@@ -700,14 +709,24 @@ impl<'t> Doc<'t> {
     }
 
     fn lookup(&self, map: &Map, key: &str) -> Option<u32> {
-        match &map.index {
+        let found = match &map.index {
             Some(index) => index.get(key).map(|&e| map.entries[e as usize].1),
             None => map
                 .entries
                 .iter()
                 .find(|&&(k, _)| self.key_text(k) == Some(key))
                 .map(|&(_, v)| v),
-        }
+        };
+        // A key read as another (see `rename`) is found by that name too.
+        found.or_else(|| {
+            if self.renamed.is_empty() {
+                return None;
+            }
+            map.entries
+                .iter()
+                .find(|&&(k, _)| self.renamed.get(&k) == Some(&key))
+                .map(|&(_, v)| v)
+        })
     }
 
     fn deref(&self, mut id: u32) -> u32 {
@@ -780,6 +799,70 @@ impl<'t> Doc<'t> {
             Kind::Map(map) => Some(map.entries.len()),
             _ => None,
         }
+    }
+
+    /// The keys (those that are scalars) of the map at `path`, in order;
+    /// none if it is not a map.
+    pub fn keys(&self, path: &str) -> Vec<&str> {
+        let Some(id) = self.find(path).map(|id| self.deref(id)) else {
+            return Vec::new();
+        };
+        match &self.nodes[id as usize].kind {
+            Kind::Map(map) => map
+                .entries
+                .iter()
+                .filter_map(|&(k, _)| self.key_text(k))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Makes [`parse`] skip the entry `key` of the map at `path`: a key
+    /// reported as unknown already, so that the rest is read and checked.
+    /// Whether it was there to hide, and was not hidden already.
+    pub fn hide(&mut self, path: &str, key: &str) -> bool {
+        match self.key_node(path, key) {
+            Some(k) => self.hidden.insert(k),
+            None => false,
+        }
+    }
+
+    /// Makes [`parse`] read the entry `key` of the map at `path` as `to`: a
+    /// misspelt key reported already, read as the one it was meant to be.
+    pub fn rename(&mut self, path: &str, key: &str, to: &'static str) {
+        if let Some(k) = self.key_node(path, key) {
+            self.renamed.insert(k, to);
+        }
+    }
+
+    /// The node of the key `key` of the map at `path`.
+    fn key_node(&self, path: &str, key: &str) -> Option<u32> {
+        let id = self.deref(self.find(path)?);
+        let Kind::Map(map) = &self.nodes[id as usize].kind else {
+            return None;
+        };
+        let entry = match &map.index {
+            Some(index) => index.get(key).map(|&e| map.entries[e as usize]),
+            None => map
+                .entries
+                .iter()
+                .find(|&&(k, _)| self.key_text(k) == Some(key))
+                .copied(),
+        };
+        entry.map(|(k, _)| k)
+    }
+
+    /// Whether the value at `path` is a quoted scalar.
+    pub fn quoted(&self, path: &str) -> bool {
+        self.find(path).is_some_and(|id| {
+            matches!(
+                &self.nodes[self.deref(id) as usize].kind,
+                Kind::Scalar(Scalar {
+                    style: ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted,
+                    ..
+                })
+            )
+        })
     }
 
     /// The text of the scalar at `path`.
@@ -1214,9 +1297,14 @@ impl<'a> de::MapAccess<'a> for MapAccess<'a> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, DeError> {
-        match self.entries.next() {
+        match self.entries.find(|(k, _)| !self.doc.hidden.contains(k)) {
             Some(&(k, v)) => {
                 self.value = Some(v);
+                if let Some(&to) = self.doc.renamed.get(&k) {
+                    return seed
+                        .deserialize(IntoDeserializer::<DeError>::into_deserializer(to))
+                        .map(Some);
+                }
                 seed.deserialize(De::at(self.doc, k)).map(Some)
             }
             None => Ok(None),

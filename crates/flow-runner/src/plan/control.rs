@@ -347,7 +347,8 @@ impl Checker<'_> {
                 let pos = self
                     .positions
                     .inside(&format!("stages[{i}].{key}"), e.offset);
-                self.report(Some(stage), pos, format!("{key}: invalid expression: {e}"));
+                let message = super::teach::expression_problem(key, code, &e);
+                self.report(Some(stage), pos, message);
                 None
             }
         }
