@@ -776,3 +776,42 @@ fn printing_commands_end_quietly_when_their_reader_stops_early() {
         assert_eq!(stderr, "", "{args:?}");
     }
 }
+
+#[test]
+fn validate_of_many_files_ends_quietly_when_its_reader_stops_early_and_keeps_its_verdict() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_pipeline(
+        dir.path(),
+        "a-pipeline-file-with-a-long-name-so-its-line-is-long.yaml",
+        "name: p\nstages:\n  - { name: numbers, type: generate, with: { count: 1 } }\n  - { name: print, type: stdout }\n",
+    );
+    let bad = write_pipeline(dir.path(), "bad.yaml", "name: p\nstages: []\nextra: 1\n");
+    // 2,000 lines of about 130 bytes: more than a pipe holds, so a write
+    // meets the closed pipe. The bad file comes last, after the reader left.
+    for (last, code) in [(&good, 0), (&bad, 2)] {
+        let mut args = vec![good.as_os_str(); 2_000];
+        args.push(last.as_os_str());
+        let mut child = flow()
+            .arg("validate")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 1];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        if code == 0 {
+            assert_eq!(stderr, "");
+        } else {
+            assert!(
+                stderr.starts_with(&format!("{}:", bad.display())),
+                "{stderr}"
+            );
+        }
+    }
+}

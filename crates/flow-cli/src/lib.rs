@@ -168,7 +168,7 @@ fn parse_address(text: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 /// Prints `text` to stdout for a command that prints and ends (`schema`,
-/// `stages`, `graph`): a reader that closed the pipe early (`| head`) is
+/// `stages`, `graph`, `validate`): a reader that closed the pipe early (`| head`) is
 /// no error; any other failed write is (exit 1). Never panics, unlike
 /// `println!`.
 fn print_out(text: &str) -> u8 {
@@ -305,12 +305,15 @@ fn validate(path: &std::path::Path) -> u8 {
     match flow_runner::load(path) {
         Ok(plan) => {
             let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
-            println!(
-                "{}: ok: {} stages ({})",
+            // A reader that stopped reading (`| head`) does not change
+            // the verdict: the exit code still says whether every file
+            // is valid.
+            print_out(&format!(
+                "{}: ok: {} stages ({})\n",
                 path.display(),
                 names.len(),
                 names.join(", ")
-            );
+            ));
             exit::OK
         }
         Err(problems) => {
