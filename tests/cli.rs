@@ -100,7 +100,7 @@ fn a_run_with_dropped_items_exits_3_and_reports_the_error() {
     );
     assert_eq!(
         stats["errors"][0]["message"],
-        "expression `if . == 3 then error(\"three is bad\") else . end`: three is bad"
+        "expression `if . == 3 then error(\"three i…`: three is bad"
     );
     assert_eq!(stats["errors"][0]["sample"], "3");
     assert!(

@@ -227,7 +227,23 @@ impl Expr {
     }
 
     fn error(&self, message: impl fmt::Display) -> StageError {
-        StageError::permanent(format!("expression `{}`: {message}", self.code))
+        StageError::permanent(format!("expression `{}`: {message}", self.short()))
+    }
+
+    /// The expression as error messages name it: whole when short, else
+    /// its start. The message goes into every failed item's log line,
+    /// error group and dead letter; a long expression repeated there
+    /// hides the message, and the stage's name already says which
+    /// expression it was.
+    fn short(&self) -> std::borrow::Cow<'_, str> {
+        const MAX: usize = 30;
+        let code = self.code.trim();
+        let first_line = code.lines().next().unwrap_or("").trim_end();
+        if first_line.len() == code.len() && code.chars().count() <= MAX {
+            return code.into();
+        }
+        let start: String = first_line.chars().take(MAX - 1).collect();
+        format!("{}…", start.trim_end()).into()
     }
 
     /// The stage error for an exception that ended an evaluation: a jq
@@ -470,6 +486,25 @@ mod tests {
             err.message(),
             "expression `error(\"bad input\")`: bad input"
         );
+    }
+
+    #[test]
+    fn a_long_expression_is_named_by_its_start_in_errors() {
+        let long = r#"if (.qty // 0) > 0 then . else error("bad quantity") end"#;
+        let err = Expr::compile(long)
+            .unwrap()
+            .run(Value::Null, |_| {})
+            .unwrap_err();
+        assert_eq!(
+            err.message(),
+            "expression `if (.qty // 0) > 0 then . els…`: bad quantity"
+        );
+        let multi = "if . == null\nthen error(\"none\")\nelse . end";
+        let err = Expr::compile(multi)
+            .unwrap()
+            .run(Value::Null, |_| {})
+            .unwrap_err();
+        assert_eq!(err.message(), "expression `if . == null…`: none");
     }
 
     fn run_limited(
