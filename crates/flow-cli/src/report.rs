@@ -551,6 +551,7 @@ mod tests {
             on_error: "fail".into(),
             total: None,
             done: true,
+            outputs: Vec::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! and everything made from it, has been fully handled.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::Value;
@@ -28,13 +28,55 @@ impl Item {
     }
 }
 
-/// How a source item's handling ended, passed to its completion hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a source item's handling ended, passed to its completion hook
+/// exactly once.
+///
+/// The first three are final: the item must not be handled again. An
+/// abandoned item was not handled, and a source that can (a durable run, a
+/// message queue) gives it to the next run or another consumer. When the
+/// copies of one item end differently (fan-out, a `map` with several
+/// outputs), the outcome is the worst of theirs, in the order
+/// `Delivered` < `DeadLettered` < `Dropped` < `Abandoned`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
-    /// Every item made from it reached a sink or was filtered out.
-    Done,
-    /// At least one item made from it failed (was dropped or dead-lettered).
-    Failed,
+    /// Every item made from it was written by a sink (handed to the OS,
+    /// not merely buffered) or filtered out on purpose.
+    Delivered,
+    /// It failed, and its dead letter was delivered.
+    DeadLettered,
+    /// It failed, and `on_error: drop` dropped it.
+    Dropped,
+    /// The run stopped before it was handled (Ctrl-C, `on_error: fail`, a
+    /// failed sink, a dead letter that was itself not delivered).
+    Abandoned,
+}
+
+impl Outcome {
+    /// Whether the item is done with for good (everything but
+    /// [`Outcome::Abandoned`]): a source may acknowledge it.
+    pub fn is_final(self) -> bool {
+        self != Outcome::Abandoned
+    }
+
+    /// The outcome's name in reports: `delivered`, `dead_lettered`,
+    /// `dropped` or `abandoned`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Dropped => "dropped",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+
+    fn from_u8(n: u8) -> Self {
+        match n {
+            0 => Outcome::Delivered,
+            1 => Outcome::DeadLettered,
+            2 => Outcome::Dropped,
+            _ => Outcome::Abandoned,
+        }
+    }
 }
 
 /// The source items an item was made from, each with its completion hook.
@@ -42,11 +84,16 @@ pub enum Outcome {
 /// A source that needs to know when an item is fully handled (to commit a
 /// checkpoint or acknowledge a message) attaches a hook with
 /// [`Lineage::with_hook`]. Every item made from that item (fan-out copies,
-/// the several outputs of a `map`, retries) holds a clone; the hook runs
-/// exactly once, when the last of them is dropped: after the sink consumed
-/// it, a filter dropped it, or `on_error` disposed of it. A stage that keeps
-/// items across calls (a batcher) keeps their lineages too and gives its
-/// output [`Lineage::merge`] of them, so each hook waits for the batch.
+/// the several outputs of a `map`, retries, its dead letter) holds a clone;
+/// the hook runs exactly once, when the last of them is dropped: after the
+/// sink wrote it, a filter dropped it, or `on_error` disposed of it. The
+/// runner marks what happened on the way ([`Lineage::mark`]), and the hook
+/// gets the worst of it.
+///
+/// A stage that keeps items across calls (a batcher) keeps their lineages
+/// too and gives its output [`Lineage::merge`] of them, so each hook waits
+/// for the batch. A sink that buffers across calls keeps the lineages of
+/// what it buffered in a [`Held`] until its bytes reached the OS.
 ///
 /// The hook runs on whichever thread drops the last clone: keep it short
 /// (send on a channel, bump a counter). `Lineage::NONE` costs nothing.
@@ -57,7 +104,8 @@ type Hook = Box<dyn FnOnce(Outcome) + Send>;
 
 struct Node {
     hook: Mutex<Option<Hook>>,
-    failed: AtomicBool,
+    /// The worst [`Outcome`] marked so far, as its `u8`.
+    outcome: AtomicU8,
     parents: Vec<Lineage>,
 }
 
@@ -69,7 +117,7 @@ impl Lineage {
     pub fn with_hook(hook: impl FnOnce(Outcome) + Send + 'static) -> Self {
         Lineage(Some(Arc::new(Node {
             hook: Mutex::new(Some(Box::new(hook))),
-            failed: AtomicBool::new(false),
+            outcome: AtomicU8::new(Outcome::Delivered as u8),
             parents: Vec::new(),
         })))
     }
@@ -83,18 +131,18 @@ impl Lineage {
             1 => parents.into_iter().next().expect("one parent"),
             _ => Lineage(Some(Arc::new(Node {
                 hook: Mutex::new(None),
-                failed: AtomicBool::new(false),
+                outcome: AtomicU8::new(Outcome::Delivered as u8),
                 parents,
             }))),
         }
     }
 
-    /// Records that an item of this lineage failed: the hooks will report
-    /// [`Outcome::Failed`].
-    pub fn mark_failed(&self) {
+    /// Records what happened to an item of this lineage: the hooks report
+    /// the worst outcome marked (see [`Outcome`]).
+    pub fn mark(&self, outcome: Outcome) {
         if let Some(node) = &self.0 {
-            node.failed.store(true, Ordering::Relaxed);
-            node.parents.iter().for_each(Lineage::mark_failed);
+            node.outcome.fetch_max(outcome as u8, Ordering::Relaxed);
+            node.parents.iter().for_each(|p| p.mark(outcome));
         }
     }
 
@@ -108,13 +156,63 @@ impl Drop for Node {
     fn drop(&mut self) {
         let hook = self.hook.get_mut().map(Option::take).unwrap_or(None);
         if let Some(hook) = hook {
-            let failed = self.failed.load(Ordering::Relaxed);
-            hook(if failed {
-                Outcome::Failed
-            } else {
-                Outcome::Done
-            });
+            hook(Outcome::from_u8(*self.outcome.get_mut()));
         }
+    }
+}
+
+/// The lineages of what a sink has buffered and not yet written: a sink
+/// that holds output across calls (a file written in large blocks, a
+/// database insert per thousand rows) keeps each input's lineage here, so
+/// no source hears "delivered" before the data reached its destination.
+///
+/// [`Held::hold`] the input's lineage ([`crate::Output::lineage`]) when
+/// buffering it; [`Held::delivered`] once the buffer was written. Lineages
+/// still held when the `Held` is dropped (the run stopped before the sink
+/// flushed, the worker panicked) are reported abandoned, never delivered.
+#[derive(Debug, Default)]
+pub struct Held(Vec<Lineage>);
+
+impl Held {
+    /// Nothing held.
+    pub fn new() -> Self {
+        Held(Vec::new())
+    }
+
+    /// Keeps `lineage` until [`Held::delivered`] or [`Held::failed`].
+    pub fn hold(&mut self, lineage: &Lineage) {
+        if !lineage.is_none() {
+            self.0.push(lineage.clone());
+        }
+    }
+
+    /// Everything held was written: its items count as delivered.
+    pub fn delivered(&mut self) {
+        self.0.clear();
+    }
+
+    /// Everything held was lost (the write failed and will not be
+    /// retried): its items count as abandoned.
+    pub fn failed(&mut self) {
+        for lineage in self.0.drain(..) {
+            lineage.mark(Outcome::Abandoned);
+        }
+    }
+
+    /// How many lineages are held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.failed();
     }
 }
 
@@ -159,17 +257,56 @@ mod tests {
         let (b, count_b, outcomes_b) = counting();
         let batch = Lineage::merge([a, b]);
         assert_eq!(count_a.load(Ordering::SeqCst), 0);
-        batch.mark_failed();
+        batch.mark(Outcome::Dropped);
         drop(batch);
         assert_eq!(count_a.load(Ordering::SeqCst), 1);
         assert_eq!(count_b.load(Ordering::SeqCst), 1);
-        assert_eq!(*outcomes_b.lock().unwrap(), vec![Outcome::Failed]);
+        assert_eq!(*outcomes_b.lock().unwrap(), vec![Outcome::Dropped]);
     }
 
     #[test]
-    fn untouched_lineage_reports_done() {
+    fn untouched_lineage_reports_delivered() {
         let (a, _, outcomes) = counting();
         drop(a);
-        assert_eq!(*outcomes.lock().unwrap(), vec![Outcome::Done]);
+        assert_eq!(*outcomes.lock().unwrap(), vec![Outcome::Delivered]);
+    }
+
+    #[test]
+    fn the_worst_outcome_marked_wins_whatever_the_order() {
+        for marks in [
+            [Outcome::Dropped, Outcome::DeadLettered],
+            [Outcome::DeadLettered, Outcome::Dropped],
+        ] {
+            let (a, _, outcomes) = counting();
+            let copy = a.clone();
+            a.mark(marks[0]);
+            copy.mark(marks[1]);
+            drop((a, copy));
+            assert_eq!(*outcomes.lock().unwrap(), vec![Outcome::Dropped]);
+        }
+        let (a, _, outcomes) = counting();
+        a.mark(Outcome::DeadLettered);
+        a.clone().mark(Outcome::Abandoned);
+        drop(a);
+        assert_eq!(*outcomes.lock().unwrap(), vec![Outcome::Abandoned]);
+    }
+
+    #[test]
+    fn held_lineages_wait_for_delivery_and_are_abandoned_when_dropped() {
+        let (a, count, outcomes) = counting();
+        let mut held = Held::new();
+        held.hold(&a);
+        drop(a);
+        assert_eq!(count.load(Ordering::SeqCst), 0, "held: not yet reported");
+        held.delivered();
+        assert_eq!(*outcomes.lock().unwrap(), vec![Outcome::Delivered]);
+
+        let (b, count, outcomes) = counting();
+        let mut held = Held::new();
+        held.hold(&b);
+        drop(b);
+        drop(held);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(*outcomes.lock().unwrap(), vec![Outcome::Abandoned]);
     }
 }

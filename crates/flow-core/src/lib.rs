@@ -31,11 +31,14 @@ pub mod value;
 pub use async_trait::async_trait;
 pub use expr::{Expr, ExprError};
 pub use inventory;
-pub use item::{Item, Lineage, Outcome};
+pub use item::{Held, Item, Lineage, Outcome};
 pub use registry::{
-    BuildContext, ConfigError, StageKind, StageOptions, StageType, stage_type, stage_types,
+    BuildContext, Built, ConfigError, Ports, StageKind, StageOptions, StageType, stage_type,
+    stage_types,
 };
-pub use stage::{BATCH, Next, Output, Processor, Source, Stage, StageError, Transform, Worker};
+pub use stage::{
+    BATCH, Mark, Next, Output, Port, Processor, Source, Stage, StageError, Transform, Worker,
+};
 pub use value::Value;
 
 /// The longest duration an option may have: 365 days. Longer waits are

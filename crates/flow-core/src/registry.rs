@@ -88,6 +88,48 @@ pub trait StageOptions: DeserializeOwned + JsonSchema + Sized {
     /// Checks the options and builds the stage. Compile expressions here,
     /// once, and report a bad one as a [`ConfigError`] naming its key.
     fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError>;
+
+    /// The stage's named output ports, fixed or derived from the options
+    /// (`route` has one per route): the stage emits to them with
+    /// [`crate::Output::emit_to`], `Port(k)` being the `k`-th name here,
+    /// and other stages read them as `inputs: [stage.port]`. Called before
+    /// [`StageOptions::build`]. The default: no ports, only the main
+    /// output.
+    fn ports(&self) -> Ports {
+        Ports::default()
+    }
+}
+
+/// The outputs of a stage besides its error route: the main output
+/// (`inputs: [stage]`) and named ports (`inputs: [stage.port]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports {
+    /// The named ports, in the order `Port(0)`, `Port(1)`, ….
+    pub names: Vec<String>,
+    /// Ports that may be left unread, their items counted and discarded
+    /// (`route`'s `_unmatched`); every other port must be read.
+    pub optional: Vec<String>,
+    /// Whether the stage emits to its main output at all. A stage that
+    /// emits only to ports says `false`, so `inputs: [stage]` is refused.
+    pub main: bool,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            names: Vec::new(),
+            optional: Vec::new(),
+            main: true,
+        }
+    }
+}
+
+/// A stage built from its options, with its ports.
+pub struct Built {
+    /// The stage, ready to run.
+    pub stage: Stage,
+    /// Its outputs.
+    pub ports: Ports,
 }
 
 /// A registered stage type.
@@ -101,7 +143,7 @@ pub struct StageType {
     /// through validation.
     pub example: &'static str,
     schema: fn() -> Schema,
-    build: fn(&serde_json::Value, &BuildContext) -> Result<Stage, ConfigError>,
+    build: fn(&serde_json::Value, &BuildContext) -> Result<Built, ConfigError>,
 }
 
 inventory::collect!(StageType);
@@ -134,7 +176,7 @@ impl StageType {
         &self,
         with: &serde_json::Value,
         ctx: &BuildContext,
-    ) -> Result<Stage, ConfigError> {
+    ) -> Result<Built, ConfigError> {
         (self.build)(with, ctx)
     }
 }
@@ -148,7 +190,7 @@ fn schema_of<O: StageOptions>() -> Schema {
 fn build_from<O: StageOptions>(
     with: &serde_json::Value,
     ctx: &BuildContext,
-) -> Result<Stage, ConfigError> {
+) -> Result<Built, ConfigError> {
     let options: O = serde_path_to_error::deserialize(with).map_err(|e| {
         let key = match e.path().to_string().as_str() {
             "." => String::new(),
@@ -156,7 +198,11 @@ fn build_from<O: StageOptions>(
         };
         ConfigError::new(key, e.into_inner().to_string())
     })?;
-    options.build(ctx)
+    let ports = options.ports();
+    Ok(Built {
+        stage: options.build(ctx)?,
+        ports,
+    })
 }
 
 /// Every registered stage type, sorted by name.

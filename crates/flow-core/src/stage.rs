@@ -72,6 +72,17 @@ pub trait Source: Send + 'static {
     fn total(&self) -> Option<u64> {
         None
     }
+
+    /// Called once, last: after `next` was called for the last time,
+    /// every processor and sink of the run has ended, and the completion
+    /// hook of every item this source emitted has run (see the call order
+    /// in the module's documentation). The place to commit what those
+    /// outcomes said (acknowledge messages, write a checkpoint) and to
+    /// close connections. It is awaited before the process exits, also
+    /// when the run was interrupted or failed; an error fails the run.
+    async fn close(&mut self) -> Result<(), StageError> {
+        Ok(())
+    }
 }
 
 /// A synchronous, cheap per-item worker: a `map`, a `filter`, a file sink.
@@ -193,7 +204,21 @@ pub const SPILL_AT: usize = 1024;
 pub const MAX_HELD: usize = 100_000;
 
 /// Runner use: how an [`Output`] passes outputs on early.
-pub type Spill = Box<dyn FnMut(&mut Vec<Item>) + Send>;
+pub type Spill = Box<dyn FnMut(&mut Vec<Item>, &mut Vec<(Port, Item)>) + Send>;
+
+/// One of a stage's named output ports, by its place in the list its
+/// options declared ([`crate::StageOptions::ports`]): the first is
+/// `Port(0)`. Items emitted with [`Output::emit`] go to the stage's main
+/// output instead; `inputs: [stage.port]` reads a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Port(pub u32);
+
+/// Where an [`Output`] stood, to go back to ([`Output::rewind`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mark {
+    items: usize,
+    routed: usize,
+}
 
 /// Where a stage puts the items it makes.
 ///
@@ -210,6 +235,8 @@ pub type Spill = Box<dyn FnMut(&mut Vec<Item>) + Send>;
 #[derive(Default)]
 pub struct Output {
     items: Vec<Item>,
+    /// Items emitted to a named port ([`Output::emit_to`]), with the port.
+    routed: Vec<(Port, Item)>,
     current: Lineage,
     failed: Vec<(Item, StageError)>,
     spill: Option<Spill>,
@@ -221,6 +248,7 @@ impl fmt::Debug for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Output")
             .field("items", &self.items.len())
+            .field("routed", &self.routed.len())
             .field("failed", &self.failed.len())
             .field("spilled", &self.spilled)
             .finish()
@@ -249,10 +277,24 @@ impl Output {
         self.push(Item { value, lineage });
     }
 
+    /// Emits a value made from the current input to the named output
+    /// `port` (see [`Port`]) instead of the main output. An item may go to
+    /// several ports: emit it to each.
+    pub fn emit_to(&mut self, port: Port, value: Value) {
+        let lineage = self.current.clone();
+        self.routed.push((port, Item { value, lineage }));
+        self.spill_if_due();
+    }
+
     #[inline]
     fn push(&mut self, item: Item) {
         self.items.push(item);
-        if self.items.len() >= SPILL_AT && self.spill.is_some() {
+        self.spill_if_due();
+    }
+
+    #[inline]
+    fn spill_if_due(&mut self) {
+        if self.items.len() + self.routed.len() >= SPILL_AT && self.spill.is_some() {
             self.spill_now();
         }
     }
@@ -261,16 +303,17 @@ impl Output {
     #[inline(never)]
     fn spill_now(&mut self) {
         if let Some(spill) = &mut self.spill {
-            self.spilled += self.items.len() as u64;
-            spill(&mut self.items);
+            self.spilled += (self.items.len() + self.routed.len()) as u64;
+            spill(&mut self.items, &mut self.routed);
             self.items.clear();
+            self.routed.clear();
         }
     }
 
     /// True when no more outputs should be emitted for this input: [`MAX_HELD`]
     /// are held and cannot be passed on yet.
     pub fn is_full(&self) -> bool {
-        self.items.len() >= MAX_HELD
+        self.items.len() + self.routed.len() >= MAX_HELD
     }
 
     /// Runner use: passes held outputs on early through `spill` once
@@ -326,13 +369,14 @@ impl Output {
         &self.current
     }
 
-    /// Items emitted and not yet taken by the runner.
+    /// Items emitted (to any output) and not yet taken by the runner.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.items.len() + self.routed.len()
     }
 
+    /// Whether nothing was emitted since the runner last took the outputs.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.items.is_empty() && self.routed.is_empty()
     }
 
     /// Runner use: sets the lineage that [`Output::emit`] gives outputs.
@@ -345,15 +389,29 @@ impl Output {
         std::mem::take(&mut self.current)
     }
 
-    /// Runner use: the emitted items.
+    /// Runner use: the items emitted to the main output.
     pub fn items_mut(&mut self) -> &mut Vec<Item> {
         &mut self.items
     }
 
-    /// Runner use: forgets the items emitted after the first `len` (a
-    /// failed attempt's outputs).
-    pub fn truncate(&mut self, len: usize) {
-        self.items.truncate(len);
+    /// Runner use: the items emitted to the main output and to named ports.
+    pub fn outputs_mut(&mut self) -> (&mut Vec<Item>, &mut Vec<(Port, Item)>) {
+        (&mut self.items, &mut self.routed)
+    }
+
+    /// Runner use: where the outputs stand now.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            items: self.items.len(),
+            routed: self.routed.len(),
+        }
+    }
+
+    /// Runner use: forgets what was emitted after `mark` (a failed
+    /// attempt's outputs).
+    pub fn rewind(&mut self, mark: Mark) {
+        self.items.truncate(mark.items);
+        self.routed.truncate(mark.routed);
     }
 }
 

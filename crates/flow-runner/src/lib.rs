@@ -4,7 +4,9 @@
 //!   checks everything (with `file:line:column` for each problem) and builds
 //!   every stage: a [`plan::Plan`].
 //! * [`run`]: executes a plan: bounded [`queue`]s, a task per source,
-//!   worker pools, `on_error`, orderly completion.
+//!   worker pools (`worker.rs`: the layers around each stage call), the
+//!   path out of a stage (`outlet.rs`: ports, `on_error`, counts,
+//!   outcomes), stopping (`stop.rs`), orderly completion.
 //! * [`stats`]: live counters and the end-of-run [`stats::Report`].
 //!
 //! The runner knows no stage type: stages come from the registry in
@@ -13,6 +15,7 @@
 pub mod control;
 pub mod error;
 pub mod interpolate;
+mod outlet;
 pub mod panics;
 pub mod plan;
 pub mod queue;
@@ -20,6 +23,7 @@ pub mod rate;
 pub mod run;
 pub mod spec;
 pub mod stats;
+mod stop;
 pub mod suggest;
 mod worker;
 pub mod yaml;

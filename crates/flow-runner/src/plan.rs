@@ -38,6 +38,11 @@ pub struct PlannedStage {
     pub kind: StageKind,
     /// Indices of the stages this one reads from.
     pub inputs: Vec<usize>,
+    /// For each of `inputs`, the port it reads: `None` for the main
+    /// output, else the index in that stage's `ports.names`.
+    pub input_ports: Vec<Option<u32>>,
+    /// Its named output ports.
+    pub ports: flow_core::Ports,
     pub workers: usize,
     /// The input queue: capacity, order, byte bound (unused by sources).
     pub queue: QueueConfig,
@@ -599,16 +604,18 @@ impl Checker<'_> {
                     ))
                 });
             match built {
-                Ok(stage) => planned.push(PlannedStage {
+                Ok(built) => planned.push(PlannedStage {
                     name: s.name.clone(),
                     type_name: s.type_name.clone(),
                     kind: stage_type.kind,
+                    input_ports: vec![None; inputs[i].len()],
                     inputs: inputs[i].clone(),
+                    ports: built.ports,
                     workers,
                     queue,
                     control,
                     on_error: on_error[i],
-                    stage,
+                    stage: built.stage,
                 }),
                 Err(e) => self.report_option(i, s, e),
             }

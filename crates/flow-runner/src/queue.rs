@@ -566,7 +566,7 @@ impl Queue {
 fn discard(items: impl Iterator<Item = Item>) -> u64 {
     let mut n = 0;
     for item in items {
-        item.lineage.mark_failed();
+        item.lineage.mark(flow_core::Outcome::Abandoned);
         n += 1;
     }
     n
@@ -890,7 +890,7 @@ mod tests {
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let f = failed.clone();
         let lineage = flow_core::Lineage::with_hook(move |o| {
-            f.store(o == flow_core::Outcome::Failed, Ordering::SeqCst)
+            f.store(o == flow_core::Outcome::Abandoned, Ordering::SeqCst)
         });
         let q = Queue::new("s", 1, 1);
         q.push(&mut vec![Item {

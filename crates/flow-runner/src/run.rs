@@ -2,29 +2,30 @@
 //! or sink, bounded queues between them, and orderly completion.
 //!
 //! The path of an item: a source task calls `Source::next`, which fills an
-//! `Output`; the task pushes the batch into the input queue of every
-//! consumer (a copy each for fan-out; the push waits while a queue is full).
-//! A worker of the next stage takes up to a batch (a `Transform`) or one
-//! item (a `Processor`), calls the stage once per item with the lineage
-//! set, and pushes what was emitted on in turn. Failed items go to
-//! `on_error`. When every producer of a queue has closed and it is drained,
-//! the workers call `finish`, the last one closes the stage's outputs, and
-//! so the end travels down the graph until every sink has flushed.
+//! `Output`; the task passes the batch to the consumers of each port it
+//! was emitted to (`outlet.rs`: a copy each for fan-out; the push waits
+//! while a queue is full). A worker of the next stage (`worker.rs`) takes
+//! up to a batch (a `Transform`) or one item (a `Processor`), calls the
+//! stage once per item with the lineage set, and passes what was emitted
+//! on in turn. Failed items go to the error port (`on_error`). When every
+//! producer of a queue has closed and it is drained, the workers call
+//! `finish`, the last one closes the stage's outputs, and so the end
+//! travels down the graph until every sink has flushed. Then every outcome
+//! is known, and each source's `close` runs.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use flow_core::value::{int, object, string, to_json};
-use flow_core::{Item, Next, Output, Source, Stage, StageKind};
-use tokio::sync::Notify;
+use flow_core::{Next, Output, Source, Stage, StageKind};
 use tokio::task::JoinSet;
 
-use crate::control::FlowControl;
+use crate::outlet::{self, Failed, Finished, Outlet, Pipeline, Reorder, StageRun};
 use crate::plan::{OnError, Plan};
 use crate::queue::Queue;
 use crate::stats::{self, Report, StageCounters, StageInfo, Status};
-use crate::worker::{self, Factory, Failed, Reorder};
+use crate::stop::{Halt, Stops};
+use crate::worker::{self, Factory};
 
 /// Error groups a report lists; the rest are counted in `errors_left_out`.
 const REPORTED_ERRORS: usize = 10;
@@ -34,7 +35,7 @@ const REPORTED_ERRORS: usize = 10;
 /// while every worker of the runtime is busy.
 #[derive(Clone, Default)]
 pub struct RunControl {
-    inner: Arc<Control>,
+    inner: Arc<Stops>,
 }
 
 impl RunControl {
@@ -57,73 +58,7 @@ impl RunControl {
     /// that must not wait any longer.
     pub fn abandon(&self) {
         self.inner.interrupted.store(true, Ordering::SeqCst);
-        if let Some(shared) = self.inner.shared.get().and_then(Weak::upgrade) {
-            shared.abandon();
-        } else {
-            self.inner.stop.raise();
-            self.inner.cancel.store(true, Ordering::SeqCst);
-            self.inner.abandon.raise();
-        }
-    }
-}
-
-/// What a [`RunControl`] and the run share.
-#[derive(Default)]
-struct Control {
-    /// The sources stop.
-    stop: Flag,
-    /// Everything stops: nothing more is handled.
-    abandon: Flag,
-    /// The same as `abandon`, for jq evaluations (`interrupt::Limits`).
-    cancel: Arc<CancelFlag>,
-    interrupted: AtomicBool,
-    /// The run, once started, so `abandon` can halt its queues.
-    shared: std::sync::OnceLock<Weak<Shared>>,
-}
-
-/// The flag that cancels jq evaluations, alone on its cache line: every
-/// evaluation step of every worker reads it, so no counter written by
-/// another thread may share the line (each write would make those reads
-/// miss).
-#[derive(Default)]
-#[repr(align(128))]
-pub(crate) struct CancelFlag(AtomicBool);
-
-impl std::ops::Deref for CancelFlag {
-    type Target = AtomicBool;
-
-    fn deref(&self) -> &AtomicBool {
-        &self.0
-    }
-}
-
-/// A one-way switch that tasks can wait on.
-#[derive(Default)]
-struct Flag {
-    raised: AtomicBool,
-    notify: Notify,
-}
-
-impl Flag {
-    fn raise(&self) {
-        self.raised.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::SeqCst)
-    }
-
-    async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_raised() {
-                return;
-            }
-            notified.await;
-        }
+        self.inner.abandon();
     }
 }
 
@@ -134,36 +69,12 @@ pub struct Running {
     task_stage: Vec<(tokio::task::Id, usize)>,
 }
 
-/// A stage as the executor sees it.
-pub(crate) struct StageRun {
-    pub(crate) name: String,
-    type_name: String,
-    kind: StageKind,
-    workers: usize,
-    on_error: OnError,
-    pub(crate) control: FlowControl,
-    /// For `ordered: true`: holds outputs back until earlier ones went.
-    pub(crate) reorder: Option<Arc<Reorder>>,
-    pub(crate) input: Option<Arc<Queue>>,
-    /// The input queues of the stages that read from this one.
-    outputs: Vec<Arc<Queue>>,
-    dead_letter: Option<Arc<Queue>>,
-    /// Workers (or the source task) still running; the last one closes
-    /// the stage's outputs.
-    live: AtomicUsize,
-    pub(crate) counters: StageCounters,
-    /// For reports: the names of its inputs and its `on_error`.
-    inputs: Vec<String>,
-    on_error_name: String,
-}
-
-pub(crate) struct Shared {
+/// The run as its reports see it.
+struct Shared {
+    pipeline: Arc<Pipeline>,
     /// Set once every task has ended: reports are final from then on.
     finished: AtomicBool,
-    pipeline: String,
-    pub(crate) stages: Vec<StageRun>,
-    ctl: Arc<Control>,
-    failure: Mutex<Option<String>>,
+    name: String,
     started: Instant,
 }
 
@@ -187,6 +98,7 @@ impl Monitor {
     /// order of the report's stages.
     pub fn latency_buckets(&self, bounds: &[Duration]) -> Vec<stats::LatencyBuckets> {
         self.0
+            .pipeline
             .stages
             .iter()
             .map(|s| s.counters.latency_buckets(bounds))
@@ -200,8 +112,8 @@ impl Running {
     pub fn start(plan: Plan, control: RunControl) -> Running {
         crate::panics::install_hook();
         let n = plan.stages.len();
-        // Producers of each queue: distinct stages feeding it, by input or
-        // by dead-letter route.
+        // Producers of each queue: distinct stages feeding it, by any of
+        // their ports or by the error port.
         let mut feeders: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (i, s) in plan.stages.iter().enumerate() {
             for &k in &s.inputs {
@@ -229,26 +141,66 @@ impl Running {
                 })
             })
             .collect();
-        let consumers: Vec<Vec<usize>> = (0..n).map(|i| plan.consumers(i)).collect();
+        // Each stage's outlets: main, error, then its named ports.
+        let mut outlets: Vec<Vec<Outlet>> = plan
+            .stages
+            .iter()
+            .map(|s| {
+                let names = ["", "_error"].into_iter().map(String::from);
+                names
+                    .chain(s.ports.names.iter().cloned())
+                    .map(|name| Outlet {
+                        name,
+                        queues: Vec::new(),
+                        emitted: AtomicU64::new(0),
+                    })
+                    .collect()
+            })
+            .collect();
+        for (j, s) in plan.stages.iter().enumerate() {
+            if let Some(q) = &queues[j] {
+                for (&from, port) in s.inputs.iter().zip(&s.input_ports) {
+                    let port = port.map_or(outlet::MAIN, |p| outlet::named(flow_core::Port(p)));
+                    outlets[from][port].queues.push(q.clone());
+                }
+            }
+            if let OnError::DeadLetter(k) = s.on_error
+                && let Some(q) = &queues[k]
+            {
+                outlets[j][outlet::ERROR].queues.push(q.clone());
+            }
+        }
         let names: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
+        let port_names: Vec<Vec<String>> =
+            plan.stages.iter().map(|s| s.ports.names.clone()).collect();
         let mut factories = Vec::new();
         let mut stages = Vec::new();
-        for (i, s) in plan.stages.into_iter().enumerate() {
-            let dead_letter = match s.on_error {
-                OnError::DeadLetter(k) => queues[k].clone(),
-                _ => None,
-            };
+        let mut halts: Vec<Halt> = queues.iter().flatten().cloned().map(Halt::Queue).collect();
+        for ((i, s), outlets) in plan.stages.into_iter().enumerate().zip(outlets) {
             // Tickets waiting for an earlier one: enough to keep every
             // worker busy past one slow item, and no more.
             let reorder = (s.control.ordered && s.kind != StageKind::Source)
                 .then(|| Reorder::new((2 * s.workers).max(s.queue.capacity)));
+            if let Some(r) = &reorder {
+                let r = r.clone();
+                halts.push(Halt::Hook(Box::new(move || r.halt())));
+            }
             let on_error_name = match s.on_error {
                 OnError::Drop => "drop".to_string(),
                 OnError::Fail => "fail".to_string(),
                 OnError::DeadLetter(k) => names[k].clone(),
             };
+            let inputs = s
+                .inputs
+                .iter()
+                .zip(&s.input_ports)
+                .map(|(&k, port)| match port {
+                    None => names[k].clone(),
+                    Some(p) => format!("{}.{}", names[k], port_names[k][*p as usize]),
+                })
+                .collect();
             stages.push(StageRun {
-                inputs: s.inputs.iter().map(|&k| names[k].clone()).collect(),
+                inputs,
                 on_error_name,
                 name: s.name,
                 type_name: s.type_name,
@@ -258,11 +210,7 @@ impl Running {
                 control: s.control,
                 reorder,
                 input: queues[i].clone(),
-                outputs: consumers[i]
-                    .iter()
-                    .filter_map(|&k| queues[k].clone())
-                    .collect(),
-                dead_letter,
+                outlets,
                 live: AtomicUsize::new(if s.kind == StageKind::Source {
                     1
                 } else {
@@ -272,33 +220,42 @@ impl Running {
             });
             factories.push(s.stage);
         }
-        let shared = Arc::new(Shared {
-            finished: AtomicBool::new(false),
-            pipeline: plan.name,
+        let live_workers = stages
+            .iter()
+            .filter(|s| s.kind != StageKind::Source)
+            .map(|s| s.workers)
+            .sum();
+        let pipeline = Arc::new(Pipeline {
             stages,
-            ctl: control.inner.clone(),
-            failure: Mutex::new(None),
+            stops: control.inner.clone(),
+            drained: Default::default(),
+            live_workers: AtomicUsize::new(live_workers),
+        });
+        if live_workers == 0 {
+            pipeline.drained.raise();
+        }
+        control.inner.register(halts);
+        let shared = Arc::new(Shared {
+            pipeline: pipeline.clone(),
+            finished: AtomicBool::new(false),
+            name: plan.name,
             started: Instant::now(),
         });
-        let _ = control.inner.shared.set(Arc::downgrade(&shared));
-        if control.inner.abandon.is_raised() {
-            shared.abandon();
-        }
         let mut tasks = JoinSet::new();
         let mut task_stage = Vec::new();
         for (i, stage) in factories.into_iter().enumerate() {
             match stage {
                 Stage::Source(source) => {
-                    let shared = shared.clone();
-                    let h = tasks.spawn(async move { shared.run_source(i, source).await });
+                    let pipeline = pipeline.clone();
+                    let h = tasks.spawn(async move { run_source(&pipeline, i, source).await });
                     task_stage.push((h.id(), i));
                 }
                 Stage::Workers(factory) => {
                     let factory: Arc<Factory> = Arc::from(factory);
-                    for w in 0..shared.stages[i].workers {
-                        let (shared, factory) = (shared.clone(), factory.clone());
+                    for w in 0..pipeline.stages[i].workers {
+                        let (pipeline, factory) = (pipeline.clone(), factory.clone());
                         let h =
-                            tasks.spawn(async move { run_worker(shared, i, w, &*factory).await });
+                            tasks.spawn(async move { run_worker(pipeline, i, w, &*factory).await });
                         task_stage.push((h.id(), i));
                     }
                 }
@@ -319,13 +276,14 @@ impl Running {
 
     /// Waits for every task and reports the run.
     pub async fn finish(mut self) -> Report {
+        let pipeline = &self.shared.pipeline;
         while let Some(done) = self.tasks.join_next_with_id().await {
             if let Err(e) = done {
                 let stage = self
                     .task_stage
                     .iter()
                     .find(|(id, _)| *id == e.id())
-                    .map_or("?", |&(_, i)| self.shared.stages[i].name.as_str());
+                    .map_or("?", |&(_, i)| pipeline.stages[i].name.as_str());
                 let why = if e.is_panic() {
                     let payload = e.into_panic();
                     payload
@@ -336,11 +294,13 @@ impl Running {
                 } else {
                     "cancelled".into()
                 };
-                self.shared
-                    .fail(format!("stage \"{stage}\": worker panicked: {why}"));
+                fail(
+                    pipeline,
+                    format!("stage \"{stage}\": worker panicked: {why}"),
+                );
             }
         }
-        for st in &self.shared.stages {
+        for st in &pipeline.stages {
             let held = st.counters.held_back();
             if held > 0 {
                 tracing::warn!(
@@ -361,334 +321,177 @@ pub async fn run(plan: Plan, control: RunControl) -> Report {
 }
 
 /// Runs worker `w` of stage `i` until its input is finished.
-async fn run_worker(shared: Arc<Shared>, i: usize, w: usize, factory: &Factory) {
-    let st = &shared.stages[i];
-    let _done = Finished(st);
-    if let Err(message) = worker::run(&shared, i, w, factory).await {
-        shared.fail(message);
+async fn run_worker(pipeline: Arc<Pipeline>, i: usize, w: usize, factory: &Factory) {
+    let st = &pipeline.stages[i];
+    let _done = Finished {
+        pipeline: &pipeline,
+        stage: st,
+    };
+    if let Err(message) = worker::run(&pipeline, i, w, factory).await {
+        fail(&pipeline, message);
     }
 }
 
-impl Shared {
-    /// Stops the run on an error: it ends as failed, and everything still
-    /// queued or in flight is abandoned (counted, never reported done).
-    pub(crate) fn fail(&self, message: String) {
-        self.fail_after_drain(message);
-        self.abandon();
-    }
+/// Stops the run on an error: it ends as failed, and everything still
+/// queued or in flight is abandoned (counted, never delivered).
+fn fail(pipeline: &Pipeline, message: String) {
+    fail_after_drain(pipeline, message);
+    pipeline.stops.abandon();
+}
 
-    /// Records an error that fails the run once the pipeline has drained:
-    /// the sources stop, the items already emitted are still handled.
-    fn fail_after_drain(&self, message: String) {
-        let message = flow_core::text::redact(&message).into_owned();
-        // A run that fails before any stage did anything (a missing input
-        // file) ends at once, and its report is this one error: logging it
-        // as well would say it twice.
-        let started = self.stages.iter().any(|s| {
-            let c = &s.counters;
-            c.items_in.load(Ordering::Relaxed) + c.items_out.load(Ordering::Relaxed) > 0
-        });
-        if started {
-            tracing::error!("{message}");
-        } else {
-            tracing::debug!("{message}");
+/// Records an error that fails the run once the pipeline has drained:
+/// the sources stop, the items already emitted are still handled.
+fn fail_after_drain(pipeline: &Pipeline, message: String) {
+    let message = flow_core::text::redact(&message).into_owned();
+    // A run that fails before any stage did anything (a missing input
+    // file) ends at once, and its report is this one error: logging it
+    // as well would say it twice.
+    let started = pipeline.stages.iter().any(|s| {
+        let c = &s.counters;
+        c.items_in.load(Ordering::Relaxed) + c.items_out.load(Ordering::Relaxed) > 0
+    });
+    if started {
+        tracing::error!("{message}");
+    } else {
+        tracing::debug!("{message}");
+    }
+    pipeline.stops.fail_after_drain(message);
+}
+
+/// The task of source `i`: calls `next` until it is done or the run stops,
+/// then waits until every outcome is known and calls `close`.
+async fn run_source(pipeline: &Pipeline, i: usize, mut source: Box<dyn Source>) {
+    let st = &pipeline.stages[i];
+    {
+        let _done = Finished {
+            pipeline,
+            stage: st,
+        };
+        read_source(pipeline, st, &mut *source).await;
+    }
+    // Every processor and sink has ended: every item this source emitted
+    // has its outcome, and its hooks have run.
+    pipeline.drained.wait().await;
+    match crate::panics::CatchUnwind(source.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => fail_after_drain(
+            pipeline,
+            format!("stage \"{}\": close failed: {e}", st.name),
+        ),
+        Err(panic) => fail_after_drain(pipeline, format!("stage \"{}\": close {panic}", st.name)),
+    }
+}
+
+async fn read_source(pipeline: &Pipeline, st: &StageRun, source: &mut dyn Source) {
+    let mut out = Output::new();
+    let stop = &pipeline.stops.stop;
+    while !stop.is_raised() {
+        let started = Instant::now();
+        let next = tokio::select! {
+            biased;
+            // Stopped during a call: the call is dropped; what it had
+            // emitted is abandoned below.
+            _ = stop.wait() => Ok(Next::Done),
+            next = source.next(&mut out) => next,
+        };
+        StageCounters::add_time(&st.counters.busy_ns, started.elapsed());
+        if let Some(total) = source.total() {
+            st.counters.set_total(total);
         }
-        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if f.is_none() {
-            *f = Some(message);
+        match &st.control.rate {
+            None => {
+                StageCounters::add(&st.counters.items_out, out.len() as u64);
+                // A stop abandons what is not yet sent: the drain after
+                // it handles only what is already in the pipeline.
+                let (main, routed) = out.outputs_mut();
+                pipeline.send_until(st, main, routed, Some(stop)).await;
+            }
+            Some(_) => send_paced(pipeline, st, &mut out).await,
         }
-        drop(f);
-        self.ctl.stop.raise();
-    }
-
-    /// A sink's output was closed by its reader (`flow run | head`): nobody
-    /// wants more, so the run ends, as a success. The sources stop, what is
-    /// already in the pipeline drains (other sinks still write theirs), and
-    /// what this sink can no longer write is counted as its abandoned items,
-    /// not as failures.
-    pub(crate) fn output_closed(&self, st: &StageRun) {
-        if !self.ctl.stop.is_raised() {
-            tracing::debug!(stage = %st.name, "the output was closed by its reader; stopping the sources");
+        let mut failed: Vec<Failed> = out
+            .take_failed()
+            .into_iter()
+            .map(|(item, error)| Failed {
+                item,
+                error,
+                attempts: 1,
+            })
+            .collect();
+        if let Err(message) = pipeline.fail_items(st, &mut failed).await {
+            // `on_error: fail`: what was emitted before the bad record
+            // still drains; the run then fails.
+            fail_after_drain(pipeline, message);
+            break;
         }
-        self.ctl.stop.raise();
-    }
-
-    /// Stops everything now (see [`RunControl::abandon`]).
-    pub(crate) fn abandon(&self) {
-        self.ctl.stop.raise();
-        self.ctl.cancel.store(true, Ordering::SeqCst);
-        self.ctl.abandon.raise();
-        for s in &self.stages {
-            if let Some(q) = &s.input {
-                q.halt();
-            }
-            if let Some(r) = &s.reorder {
-                r.halt();
-            }
-        }
-    }
-
-    /// Whether the run is abandoning its work.
-    /// True once the run is ending early: it failed, or was interrupted.
-    pub(crate) fn stopping(&self) -> bool {
-        self.ctl.stop.is_raised()
-    }
-
-    pub(crate) fn abandoned(&self) -> bool {
-        self.ctl.abandon.is_raised()
-    }
-
-    /// Resolves when the run starts abandoning its work.
-    pub(crate) async fn until_abandoned(&self) {
-        self.ctl.abandon.wait().await
-    }
-
-    /// The flag that stops jq evaluations when the run abandons its work.
-    pub(crate) fn cancel_flag(&self) -> Arc<CancelFlag> {
-        self.ctl.cancel.clone()
-    }
-
-    async fn run_source(&self, i: usize, mut source: Box<dyn Source>) {
-        let st = &self.stages[i];
-        let _done = Finished(st);
-        let mut out = Output::new();
-        let stop = &self.ctl.stop;
-        while !stop.is_raised() {
-            let started = Instant::now();
-            let next = tokio::select! {
-                biased;
-                // Stopped during a call: the call is dropped; what it had
-                // emitted is abandoned below.
-                _ = stop.wait() => Ok(Next::Done),
-                next = source.next(&mut out) => next,
-            };
-            StageCounters::add_time(&st.counters.busy_ns, started.elapsed());
-            if let Some(total) = source.total() {
-                st.counters.set_total(total);
-            }
-            match &st.control.rate {
-                None => {
-                    StageCounters::add(&st.counters.items_out, out.len() as u64);
-                    // A stop abandons what is not yet sent: the drain after
-                    // it handles only what is already in the pipeline.
-                    self.send_until(st, out.items_mut(), Some(stop)).await;
-                }
-                Some(_) => self.send_paced(st, out.items_mut()).await,
-            }
-            let mut failed: Vec<Failed> = out
-                .take_failed()
-                .into_iter()
-                .map(|(item, error)| Failed {
-                    item,
-                    error,
-                    attempts: 1,
-                })
-                .collect();
-            if let Err(message) = self.fail_items(st, &mut failed).await {
-                // `on_error: fail`: what was emitted before the bad record
-                // still drains; the run then fails.
-                self.fail_after_drain(message);
+        match next {
+            Ok(Next::More) => {}
+            Ok(Next::Done) => break,
+            Err(e) => {
+                // What the source emitted before it failed still
+                // drains through the pipeline; the run then fails.
+                fail_after_drain(
+                    pipeline,
+                    format!("stage \"{}\": source failed: {e}", st.name),
+                );
                 break;
             }
-            match next {
-                Ok(Next::More) => {}
-                Ok(Next::Done) => break,
-                Err(e) => {
-                    // What the source emitted before it failed still
-                    // drains through the pipeline; the run then fails.
-                    self.fail_after_drain(format!("stage \"{}\": source failed: {e}", st.name));
-                    break;
-                }
+        }
+    }
+    // Emitted but never sent (the call was dropped mid-way).
+    let (main, routed) = out.outputs_mut();
+    let routed = routed.drain(..).map(|(_, item)| item);
+    outlet::abandon_items(&st.counters, main.drain(..).chain(routed));
+}
+
+/// A rate-limited source: each item waits for its token, then goes on.
+/// Items still waiting when the run stops were never emitted: they are
+/// counted as the source's abandoned items.
+async fn send_paced(pipeline: &Pipeline, st: &StageRun, out: &mut Output) {
+    let Some(limiter) = &st.control.rate else {
+        return;
+    };
+    let stop = &pipeline.stops.stop;
+    let (main, routed) = out.outputs_mut();
+    let pending = std::mem::take(main)
+        .into_iter()
+        .map(|item| (None, item))
+        .chain(
+            std::mem::take(routed)
+                .into_iter()
+                .map(|(p, item)| (Some(p), item)),
+        );
+    let mut pending = pending.collect::<Vec<_>>().into_iter();
+    for (port, item) in pending.by_ref() {
+        let key = st.control.rate_key_of(&item.value);
+        let waited = tokio::select! {
+            biased;
+            _ = stop.wait() => {
+                outlet::abandon_items(&st.counters, std::iter::once(item));
+                break;
             }
-        }
-    }
-
-    /// A rate-limited source: each item waits for its token, then goes on.
-    /// Items still waiting when the run stops were never emitted: they are
-    /// counted as the source's abandoned items and their hooks report
-    /// failure.
-    async fn send_paced(&self, st: &StageRun, items: &mut Vec<Item>) {
-        let Some(limiter) = &st.control.rate else {
-            return;
+            waited = limiter.acquire(key.as_deref()) => waited,
         };
-        let stop = &self.ctl.stop;
-        let mut pending = std::mem::take(items).into_iter();
-        for item in pending.by_ref() {
-            let key = st.control.rate_key_of(&item.value);
-            let waited = tokio::select! {
-                biased;
-                _ = stop.wait() => {
-                    abandon_items(&st.counters, std::iter::once(item));
-                    break;
-                }
-                waited = limiter.acquire(key.as_deref()) => waited,
-            };
-            StageCounters::add_time(&st.counters.rate_limit_ns, waited);
-            StageCounters::add(&st.counters.items_out, 1);
-            self.send_until(st, &mut vec![item], Some(stop)).await;
-        }
-        abandon_items(&st.counters, pending);
-    }
-
-    /// Counts a handled batch: `n` in, `emitted` out (for a sink: those
-    /// consumed without error), `failed` of them failed.
-    pub(crate) fn account(
-        &self,
-        st: &StageRun,
-        n: usize,
-        emitted: usize,
-        failed: usize,
-        busy: Duration,
-    ) {
-        let c = &st.counters;
-        StageCounters::add(&c.items_in, n as u64);
-        let out = if st.kind == StageKind::Sink {
-            n - failed
-        } else {
-            emitted
+        StageCounters::add_time(&st.counters.rate_limit_ns, waited);
+        StageCounters::add(&st.counters.items_out, 1);
+        let (mut main, mut routed) = match port {
+            None => (vec![item], Vec::new()),
+            Some(p) => (Vec::new(), vec![(p, item)]),
         };
-        StageCounters::add(&c.items_out, out as u64);
-        StageCounters::add_time(&c.busy_ns, busy);
+        pipeline
+            .send_until(st, &mut main, &mut routed, Some(stop))
+            .await;
     }
+    outlet::abandon_items(&st.counters, pending.map(|(_, item)| item));
+}
 
-    /// Counts items emitted with no input (from `on_deadline` or
-    /// `finish`) as items out: `account` never sees them.
-    pub(crate) fn account_unprompted(&self, st: &StageRun, emitted: usize) {
-        if st.kind != StageKind::Sink {
-            StageCounters::add(&st.counters.items_out, emitted as u64);
-        }
-    }
-
-    /// Applies `on_error` to items whose last attempt failed.
-    pub(crate) async fn fail_items(
-        &self,
-        st: &StageRun,
-        failed: &mut Vec<Failed>,
-    ) -> Result<(), String> {
-        if failed.is_empty() {
-            return Ok(());
-        }
-        if failed.iter().any(|f| f.error.is_output_closed()) {
-            // The sink's reader is gone: its items are not failures; the
-            // run ends (see `output_closed`).
-            let (closed, rest): (Vec<Failed>, Vec<Failed>) =
-                failed.drain(..).partition(|f| f.error.is_output_closed());
-            *failed = rest;
-            abandon_items(&st.counters, closed.into_iter().map(|f| f.item));
-            self.output_closed(st);
-            if failed.is_empty() {
-                return Ok(());
-            }
-        }
-        let c = &st.counters;
-        StageCounters::add(&c.errors, failed.len() as u64);
-        let mut letters = Vec::new();
-        let mut failed = failed.drain(..);
-        while let Some(Failed {
-            item,
-            error,
-            attempts,
-        }) = failed.next()
-        {
-            c.record_error(error.message(), || shorten(&to_json(&item.value)));
-            item.lineage.mark_failed();
-            let tries = match attempts {
-                1 => String::new(),
-                n => format!(" (after {n} attempts)"),
-            };
-            match st.on_error {
-                OnError::Fail => {
-                    // The run stops: the other failed items go nowhere.
-                    failed.for_each(|f| f.item.lineage.mark_failed());
-                    let what = if st.kind == StageKind::Source {
-                        "a record failed"
-                    } else {
-                        "item failed"
-                    };
-                    return Err(format!(
-                        "stage \"{}\": {what}{tries} (on_error: fail): {error}",
-                        st.name
-                    ));
-                }
-                OnError::Drop => {
-                    StageCounters::add(&c.dropped, 1);
-                    if let Some(held) = c.may_log() {
-                        let held = match held {
-                            0 => String::new(),
-                            n => format!(" ({n} more not shown)"),
-                        };
-                        tracing::warn!(stage = %st.name, "item dropped{tries}: {error}{held}");
-                    }
-                }
-                OnError::DeadLetter(_) => {
-                    StageCounters::add(&c.dead_lettered, 1);
-                    let error = object([
-                        ("stage", string(st.name.clone())),
-                        ("message", string(error.message())),
-                        ("attempts", int(i64::from(attempts))),
-                    ]);
-                    let value = object([("item", item.value), ("error", error)]);
-                    letters.push(Item {
-                        value,
-                        lineage: item.lineage,
-                    });
-                }
-            }
-        }
-        if let Some(q) = &st.dead_letter {
-            q.push(&mut letters).await;
-        }
-        Ok(())
-    }
-
-    /// Moves emitted items into every consumer's queue (a copy each but
-    /// the last), counting the time spent waiting as backpressure.
-    pub(crate) async fn send(&self, st: &StageRun, items: &mut Vec<Item>) {
-        self.send_until(st, items, None).await
-    }
-
-    /// [`Shared::send`], giving up when `until` is raised: what a queue did
-    /// not take is abandoned, counted as that consumer's.
-    async fn send_until(&self, st: &StageRun, items: &mut Vec<Item>, until: Option<&Flag>) {
-        if items.is_empty() {
-            return;
-        }
-        let Some((last, rest)) = st.outputs.split_last() else {
-            items.clear();
-            return;
-        };
-        let mut waited = Duration::ZERO;
-        let mut push = async |q: &Queue, batch: &mut Vec<Item>| {
-            let pushed = match until {
-                None => Some(q.push(batch).await),
-                Some(flag) => tokio::select! {
-                    biased;
-                    waited = q.push(batch) => Some(waited),
-                    _ = flag.wait() => None,
-                },
-            };
-            match pushed {
-                Some(w) => waited += w,
-                None => q.abandon(batch.drain(..)),
-            }
-        };
-        for q in rest {
-            push(q, &mut items.clone()).await;
-        }
-        push(last, items).await;
-        StageCounters::add_time(&st.counters.backpressure_ns, waited);
-    }
-
+impl Shared {
     fn report(&self) -> Report {
+        let pipeline = &self.pipeline;
         let elapsed = self.started.elapsed();
-        let failure = self
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let failure = pipeline.stops.failure();
         let finished = self.finished.load(Ordering::SeqCst);
-        let interrupted = self.ctl.interrupted.load(Ordering::SeqCst);
-        let stages: Vec<_> = self
+        let interrupted = pipeline.stops.interrupted.load(Ordering::SeqCst);
+        let stages: Vec<_> = pipeline
             .stages
             .iter()
             .map(|s| {
@@ -702,6 +505,7 @@ impl Shared {
                     inputs: s.inputs.clone(),
                     on_error: s.on_error_name.clone(),
                     done: s.live.load(Ordering::SeqCst) == 0,
+                    outputs: s.port_counts(),
                 };
                 stats::stage_report(info, &s.counters, elapsed)
             })
@@ -716,7 +520,7 @@ impl Shared {
         };
         let mut errors = Vec::new();
         let mut errors_left_out = stats::LeftOut::default();
-        for s in &self.stages {
+        for s in &pipeline.stages {
             let (groups, left_out) = stats::error_reports(&s.name, &s.counters);
             errors.extend(groups);
             errors_left_out.groups += left_out.groups;
@@ -738,7 +542,7 @@ impl Shared {
             .sum();
         let secs = elapsed.as_secs_f64();
         Report {
-            pipeline: self.pipeline.clone(),
+            pipeline: self.name.clone(),
             status,
             exit: (status != Status::Running).then(|| stats::status_exit_code(status)),
             items_failed,
@@ -754,45 +558,5 @@ impl Shared {
             errors,
             errors_left_out,
         }
-    }
-}
-
-/// Marks one worker (or a source) of a stage as ended, however it ends
-/// (panics included); the last one closes the stage's outputs, so the end
-/// of input always travels downstream.
-struct Finished<'a>(&'a StageRun);
-
-impl Drop for Finished<'_> {
-    fn drop(&mut self) {
-        let st = self.0;
-        if st.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let mut closed: Vec<*const Queue> = Vec::new();
-            for q in st.outputs.iter().chain(st.dead_letter.iter()) {
-                let ptr = Arc::as_ptr(q);
-                if !closed.contains(&ptr) {
-                    closed.push(ptr);
-                    q.close_producer();
-                }
-            }
-        }
-    }
-}
-
-/// Items a stage had but will never handle (the run stopped): counted as
-/// its abandoned items; their sources learn they failed.
-pub(crate) fn abandon_items(c: &StageCounters, items: impl Iterator<Item = Item>) {
-    let mut n = 0;
-    for item in items {
-        item.lineage.mark_failed();
-        n += 1;
-    }
-    StageCounters::add(&c.abandoned, n);
-}
-
-fn shorten(text: &str) -> String {
-    const MAX: usize = 200;
-    match text.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
     }
 }

@@ -458,6 +458,20 @@ pub struct StageReport {
     pub total: Option<u64>,
     /// Whether the stage has finished (every worker ended).
     pub done: bool,
+    /// For a stage with named ports: items given to each, by port name
+    /// (`{"valid": 10, "_unmatched": 2}`); absent otherwise.
+    #[serde(serialize_with = "ports_as_map", skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<(String, u64)>,
+}
+
+/// Port counts as a JSON object, in declared order.
+fn ports_as_map<S: serde::Serializer>(ports: &[(String, u64)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(ports.len()))?;
+    for (name, n) in ports {
+        map.serialize_entry(name, n)?;
+    }
+    map.end()
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -557,6 +571,8 @@ pub struct StageInfo<'a> {
     pub inputs: Vec<String>,
     pub on_error: String,
     pub done: bool,
+    /// Items given to each named port, in declared order.
+    pub outputs: Vec<(String, u64)>,
 }
 
 pub(crate) fn stage_report(
@@ -614,6 +630,7 @@ pub(crate) fn stage_report(
             n => Some(n),
         },
         done: info.done,
+        outputs: info.outputs,
     }
 }
 
@@ -790,6 +807,7 @@ mod bottleneck_tests {
             on_error: "fail".into(),
             total: None,
             done: true,
+            outputs: Vec::new(),
         }
     }
 

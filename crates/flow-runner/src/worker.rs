@@ -12,42 +12,36 @@
 //!   call the stage under the timeout, and on a retryable error wait out the
 //!   backoff and try again.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flow_core::interrupt::{self, Limits};
-use flow_core::{BATCH, Item, Lineage, Output, Processor, StageError, Transform, Value, Worker};
-use tokio::sync::Notify;
+use flow_core::{
+    BATCH, Item, Lineage, Mark, Outcome, Output, Port, Processor, StageError, Transform, Value,
+    Worker,
+};
 use tokio::time::Instant;
 
+use crate::outlet::{self, Failed, Pipeline, StageRun};
 use crate::panics::{CatchUnwind, catch};
-use crate::run::{Shared, StageRun};
 use crate::stats::{Latency, StageCounters};
 
 /// Makes the worker of index `i` of a stage.
 pub(crate) type Factory = dyn Fn(usize) -> Result<Worker, StageError> + Send + Sync;
 
-/// A failed item whose last attempt failed, waiting for `on_error`.
-pub(crate) struct Failed {
-    pub item: Item,
-    pub error: StageError,
-    pub attempts: u32,
-}
-
 /// Runs worker `index` of stage `i` until its input is finished.
 pub(crate) async fn run(
-    shared: &Arc<Shared>,
+    pipeline: &Arc<Pipeline>,
     i: usize,
     index: usize,
     factory: &Factory,
 ) -> Result<(), String> {
-    let st = &shared.stages[i];
+    let st = &pipeline.stages[i];
     let slot = make(st, index, factory)?;
-    let cancel = shared.cancel_flag();
+    let cancel = pipeline.stops.cancel.clone();
     let mut worker = WorkerLoop {
-        shared,
+        pipeline,
         st,
         index,
         factory,
@@ -57,7 +51,7 @@ pub(crate) async fn run(
         latency_shared: Instant::now(),
         cancel: &cancel,
     };
-    worker.held.out.set_spill(spill_to(shared, i));
+    worker.held.out.set_spill(spill_to(pipeline, i));
     let result = worker.run().await;
     worker.abandon_held();
     st.counters
@@ -70,18 +64,21 @@ pub(crate) async fn run(
 /// and the runtime moves its other tasks to another thread meanwhile.
 /// Not for `ordered` stages (outputs wait for their turn) nor outside a
 /// multi-threaded runtime, where the outputs are held instead.
-fn spill_to(shared: &Arc<Shared>, i: usize) -> Option<flow_core::stage::Spill> {
+fn spill_to(pipeline: &Arc<Pipeline>, i: usize) -> Option<flow_core::stage::Spill> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     let handle = Handle::try_current().ok()?;
-    if handle.runtime_flavor() != RuntimeFlavor::MultiThread || shared.stages[i].reorder.is_some() {
+    if handle.runtime_flavor() != RuntimeFlavor::MultiThread || pipeline.stages[i].reorder.is_some()
+    {
         return None;
     }
-    let shared = shared.clone();
-    Some(Box::new(move |items: &mut Vec<Item>| {
-        let st = &shared.stages[i];
-        shared.account_unprompted(st, items.len());
-        tokio::task::block_in_place(|| handle.block_on(shared.send(st, items)));
-    }))
+    let pipeline = pipeline.clone();
+    Some(Box::new(
+        move |main: &mut Vec<Item>, routed: &mut Vec<(Port, Item)>| {
+            let st = &pipeline.stages[i];
+            pipeline.account_unprompted(st, main.len() + routed.len());
+            tokio::task::block_in_place(|| handle.block_on(pipeline.send(st, main, routed)));
+        },
+    ))
 }
 
 /// The stage's own worker, as the factory made it.
@@ -104,7 +101,7 @@ fn make(st: &StageRun, index: usize, factory: &Factory) -> Result<Slot, String> 
 }
 
 struct WorkerLoop<'a> {
-    shared: &'a Shared,
+    pipeline: &'a Pipeline,
     st: &'a StageRun,
     index: usize,
     factory: &'a Factory,
@@ -149,7 +146,7 @@ impl WorkerLoop<'_> {
                 },
             };
             let Some(ticket) = ticket else { break };
-            if self.shared.abandoned() {
+            if self.pipeline.stops.abandoned() {
                 break;
             }
             let n = self.held.batch.len();
@@ -161,11 +158,11 @@ impl WorkerLoop<'_> {
                 while handled < n {
                     let item = std::mem::take(&mut self.held.batch[handled]);
                     let lineage = item.lineage.clone();
-                    let shared = self.shared;
+                    let stops = &self.pipeline.stops;
                     let outcome = tokio::select! {
                         biased;
                         outcome = self.handle_one(item) => Some(outcome?),
-                        _ = shared.until_abandoned() => None,
+                        _ = stops.abandon.wait() => None,
                     };
                     match outcome {
                         Some(took) => busy += took,
@@ -176,7 +173,7 @@ impl WorkerLoop<'_> {
                                 value: Value::Null,
                                 lineage,
                             };
-                            self.held.out.truncate(0);
+                            self.held.out.rewind(Mark::default());
                             self.held.out.set_lineage(Lineage::NONE);
                             break;
                         }
@@ -189,8 +186,8 @@ impl WorkerLoop<'_> {
             // work) stay in `held.batch`, for `abandon_held`.
             self.held.batch.drain(..handled);
             let (emitted, failed) = (self.held.out.len(), self.held.failed.len());
-            self.shared.account(st, handled, emitted, failed, busy);
-            self.shared.fail_items(st, &mut self.held.failed).await?;
+            self.pipeline.account(st, handled, emitted, failed, busy);
+            self.pipeline.fail_items(st, &mut self.held.failed).await?;
             self.emit(Some(ticket)).await;
             if !self.held.batch.is_empty() {
                 break;
@@ -200,7 +197,9 @@ impl WorkerLoop<'_> {
             }
             self.share_latency();
         }
-        self.held.out.set_run_stopping(self.shared.stopping());
+        self.held
+            .out
+            .set_run_stopping(self.pipeline.stops.stopping());
         let finished = match &mut self.slot {
             Slot::Transform(t) => catch(|| t.finish(&mut self.held.out)),
             Slot::Processor(p) => CatchUnwind(p.finish(&mut self.held.out)).await,
@@ -211,7 +210,7 @@ impl WorkerLoop<'_> {
         match finished {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) if e.is_output_closed() => {
-                self.shared.output_closed(st);
+                self.pipeline.output_closed(st);
                 Ok(())
             }
             Ok(Err(e)) => Err(format!("stage \"{}\": {e}", st.name)),
@@ -222,7 +221,7 @@ impl WorkerLoop<'_> {
     /// Counts the items this worker took and will never handle (the run
     /// stopped, or the worker failed) as the stage's abandoned items.
     fn abandon_held(&mut self) {
-        crate::run::abandon_items(&self.st.counters, self.held.batch.drain(..));
+        outlet::abandon_items(&self.st.counters, self.held.batch.drain(..));
     }
 
     /// The fast path: the whole batch through a transform, no `.await`.
@@ -243,7 +242,7 @@ impl WorkerLoop<'_> {
         let limits = Limits::cancelled_by(cancel);
         let mut k = 0;
         // Where item k's outputs begin, to discard them if it panics.
-        let mut mark = 0;
+        let mut mark = Mark::default();
         // The items of the batch that failed (taken out of it).
         let mut failed_at: Vec<usize> = Vec::new();
         while k < n {
@@ -255,7 +254,7 @@ impl WorkerLoop<'_> {
                 interrupt::within(&limits, || {
                     while k < n && !cancel.load(Ordering::Relaxed) {
                         let item = &held.batch[k];
-                        mark = held.out.len();
+                        mark = held.out.mark();
                         held.out.set_lineage(item.lineage.clone());
                         let applied = match timeout {
                             // The batch's limits are in force already.
@@ -265,7 +264,7 @@ impl WorkerLoop<'_> {
                             }),
                         };
                         if let Err(error) = applied {
-                            held.out.truncate(mark);
+                            held.out.rewind(mark);
                             if cancel.load(Ordering::Relaxed) {
                                 // Stopped by the abandon, not failed.
                                 break;
@@ -284,7 +283,7 @@ impl WorkerLoop<'_> {
             });
             if let Err(panic) = ran {
                 // Item k panicked. Its worker's state is suspect: a fresh one.
-                self.held.out.truncate(mark);
+                self.held.out.rewind(mark);
                 let item = std::mem::take(&mut self.held.batch[k]);
                 self.held.failed.push(Failed {
                     item,
@@ -362,7 +361,7 @@ impl WorkerLoop<'_> {
             match result {
                 Ok(()) => break Ok(()),
                 Err(error) => {
-                    self.held.out.truncate(0);
+                    self.held.out.rewind(Mark::default());
                     // Outputs already passed on cannot be taken back: an
                     // attempt that passed some on is not tried again.
                     let passed_on = self.held.out.spilled() > spilled;
@@ -484,7 +483,10 @@ impl WorkerLoop<'_> {
         match tokio::time::timeout(limit, call).await {
             Ok(Ok((t, mut out, Ok(result)))) => {
                 self.slot = Slot::Transform(t);
-                self.held.out.items_mut().append(out.items_mut());
+                let (main, routed) = out.outputs_mut();
+                let (held_main, held_routed) = self.held.out.outputs_mut();
+                held_main.append(main);
+                held_routed.append(routed);
                 Ok(result)
             }
             Ok(Ok((_, _, Err(panic)))) => {
@@ -554,18 +556,21 @@ impl WorkerLoop<'_> {
     /// Counts what `on_deadline` or `finish` emitted (a batcher's
     /// timed-out or last batch), which came with no input.
     fn count_unprompted(&self) {
-        self.shared.account_unprompted(self.st, self.held.out.len());
+        self.pipeline
+            .account_unprompted(self.st, self.held.out.len());
     }
 
     /// Passes the outputs on: in input order for an `ordered` stage (by the
     /// take's ticket), straight away otherwise.
     async fn emit(&mut self, ticket: Option<u64>) {
-        let items = self.held.out.items_mut();
+        let (main, routed) = self.held.out.outputs_mut();
         match (&self.st.reorder, ticket) {
             (Some(reorder), Some(ticket)) => {
-                reorder.complete(self.shared, self.st, ticket, items).await
+                reorder
+                    .complete(self.pipeline, self.st, ticket, main, routed)
+                    .await
             }
-            _ => self.shared.send(self.st, items).await,
+            _ => self.pipeline.send(self.st, main, routed).await,
         }
     }
 }
@@ -602,98 +607,17 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         // The lineage of the input being handled when the worker stopped.
-        self.out.lineage().mark_failed();
+        self.out.lineage().mark(Outcome::Abandoned);
+        let (main, routed) = self.out.outputs_mut();
         let failed = self.failed.iter().map(|f| &f.item);
         for item in self
             .batch
             .iter()
-            .chain(self.out.items_mut().iter())
+            .chain(main.iter())
+            .chain(routed.iter().map(|(_, item)| item))
             .chain(failed)
         {
-            item.lineage.mark_failed();
+            item.lineage.mark(Outcome::Abandoned);
         }
-    }
-}
-
-/// Keeps an `ordered: true` stage's outputs in input order: each take has a
-/// ticket (takes are numbered in queue order); outputs wait here until every
-/// earlier ticket's have gone. Workers stop taking while `limit` tickets
-/// wait, so one slow item cannot make the buffer grow without bound.
-pub(crate) struct Reorder {
-    state: tokio::sync::Mutex<ReorderState>,
-    waiting: AtomicUsize,
-    room: Notify,
-    limit: usize,
-    /// The run is stopping on an error: an earlier ticket may never
-    /// complete, so no worker waits for room any more.
-    halted: AtomicBool,
-}
-
-struct ReorderState {
-    next: u64,
-    done: BTreeMap<u64, Vec<Item>>,
-}
-
-impl Drop for ReorderState {
-    fn drop(&mut self) {
-        // Outputs still held never left the stage (an earlier ticket's
-        // worker stopped on an error): no source may count them done.
-        for item in self.done.values().flatten() {
-            item.lineage.mark_failed();
-        }
-    }
-}
-
-impl Reorder {
-    pub(crate) fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Reorder {
-            state: tokio::sync::Mutex::new(ReorderState {
-                next: 0,
-                done: BTreeMap::new(),
-            }),
-            waiting: AtomicUsize::new(0),
-            room: Notify::new(),
-            limit: limit.max(1),
-            halted: AtomicBool::new(false),
-        })
-    }
-
-    async fn wait_for_room(&self) {
-        loop {
-            let notified = self.room.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.halted.load(Ordering::Acquire)
-                || self.waiting.load(Ordering::Acquire) < self.limit
-            {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// The run is stopping on an error (the input queue is halted too):
-    /// releases the workers waiting for room, which then find no input.
-    pub(crate) fn halt(&self) {
-        self.halted.store(true, Ordering::Release);
-        self.room.notify_waiters();
-    }
-
-    /// Files ticket `ticket`'s outputs and sends every ticket now due, in
-    /// order. Sending under the lock keeps two workers' sends in order.
-    async fn complete(&self, shared: &Shared, st: &StageRun, ticket: u64, items: &mut Vec<Item>) {
-        let mut s = self.state.lock().await;
-        s.done.insert(ticket, std::mem::take(items));
-        self.waiting.store(s.done.len(), Ordering::Release);
-        loop {
-            let next = s.next;
-            let Some(mut due) = s.done.remove(&next) else {
-                break;
-            };
-            s.next += 1;
-            self.waiting.store(s.done.len(), Ordering::Release);
-            shared.send(st, &mut due).await;
-        }
-        self.room.notify_waiters();
     }
 }

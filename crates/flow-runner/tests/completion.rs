@@ -90,16 +90,16 @@ stages:
     assert_eq!(outcomes.len(), 600);
     for i in 0..600 {
         let expected = if i % 11 != 0 && i % 7 == 3 {
-            Outcome::Failed
+            Outcome::Dropped
         } else {
-            Outcome::Done
+            Outcome::Delivered
         };
         assert_eq!(outcomes[&("src".to_string(), i)], expected, "item {i}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_lettered_item_reports_failed_after_the_dead_letter_stage_took_it() {
+async fn a_dead_lettered_item_reports_dead_lettered_after_the_dead_letter_stage_took_it() {
     let id = "completion-dead-letter";
     let report = run_pipeline(
         id,
@@ -131,8 +131,8 @@ stages:
     assert_eq!(outcomes.len(), 200);
     for i in 0..200 {
         let expected = match i % 5 {
-            0 => Outcome::Failed,
-            _ => Outcome::Done,
+            0 => Outcome::DeadLettered,
+            _ => Outcome::Delivered,
         };
         assert_eq!(outcomes[&("src".to_string(), i)], expected, "item {i}");
     }
@@ -176,7 +176,7 @@ stages:
         let a = copies_at(&id, "a");
         let b = copies_at(&id, "b");
         for ((_, i), outcome) in outcomes {
-            if outcome == Outcome::Done {
+            if outcome == Outcome::Delivered {
                 for c in 0..2 {
                     assert!(
                         a.binary_search(&(i, c)).is_ok() && b.binary_search(&(i, c)).is_ok(),
@@ -229,13 +229,14 @@ stages:
         let got = copies_at(&id, "out");
         for ((_, i), outcome) in outcomes {
             if i == 1550 {
-                assert_eq!(
-                    outcome,
-                    Outcome::Failed,
-                    "{worker}/{on_error}: the panicked item"
-                );
+                let expected = if on_error == "fail" {
+                    Outcome::Abandoned
+                } else {
+                    Outcome::Dropped
+                };
+                assert_eq!(outcome, expected, "{worker}/{on_error}: the panicked item");
             }
-            if outcome == Outcome::Done {
+            if outcome == Outcome::Delivered {
                 for c in 0..2 {
                     assert!(
                         got.binary_search(&(i, c)).is_ok(),
@@ -274,7 +275,7 @@ stages:
     let outcomes = fired_once(id);
     assert_eq!(outcomes.len(), 26);
     assert!(
-        outcomes.values().all(|o| *o == Outcome::Done),
+        outcomes.values().all(|o| *o == Outcome::Delivered),
         "{outcomes:?}"
     );
 }

@@ -403,9 +403,9 @@ stages:
     assert_eq!(outcomes.len(), 20);
     for (tag, outcome) in outcomes {
         let expected = if tag.1 == 0 {
-            Outcome::Failed
+            Outcome::DeadLettered
         } else {
-            Outcome::Done
+            Outcome::Delivered
         };
         assert_eq!(outcome, expected, "{tag:?}");
     }
@@ -665,9 +665,9 @@ stages:
     assert_eq!(outcomes.len(), 20);
     for ((_, i), outcome) in outcomes {
         let expected = if i < 5 {
-            Outcome::Done
+            Outcome::Delivered
         } else {
-            Outcome::Failed
+            Outcome::Abandoned
         };
         assert_eq!(outcome, expected, "item {i}");
     }
@@ -887,7 +887,7 @@ stages:
         assert_eq!(outcomes.len(), 40);
         let done: Vec<&Tag> = outcomes
             .iter()
-            .filter(|(_, o)| **o == Outcome::Done)
+            .filter(|(_, o)| **o == Outcome::Delivered)
             .map(|(t, _)| t)
             .collect();
         assert!(
@@ -1083,10 +1083,12 @@ stages:
     let outcomes = fired_once(id);
     assert_eq!(outcomes.len(), n as usize);
     for i in 0..n {
-        let expected = if dead_lettered(i) || dropped(i) {
-            Outcome::Failed
+        let expected = if dead_lettered(i) {
+            Outcome::DeadLettered
+        } else if dropped(i) {
+            Outcome::Dropped
         } else {
-            Outcome::Done
+            Outcome::Delivered
         };
         assert_eq!(outcomes[&("src".to_string(), i)], expected, "item {i}");
     }

@@ -201,7 +201,12 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
     let emitted: i64 = g.counts.iter().sum();
     prop_assert_eq!(hooks.len() as i64, emitted);
     for (tag, outcomes) in &hooks {
-        prop_assert_eq!(outcomes.as_slice(), &[Outcome::Done], "hook of {:?}", tag);
+        prop_assert_eq!(
+            outcomes.as_slice(),
+            &[Outcome::Delivered],
+            "hook of {:?}",
+            tag
+        );
     }
     prop_assert!(common::early(&id).is_empty(), "{:?}", common::early(&id));
     Ok(())

@@ -569,8 +569,14 @@ stages:
     assert_eq!(finishes(id, "out").len(), 1);
     let hooks = hooks(id);
     assert_eq!(hooks.len(), 501);
-    let done = hooks.values().filter(|o| *o == &[Outcome::Done]).count();
-    let failed = hooks.values().filter(|o| *o == &[Outcome::Failed]).count();
+    let done = hooks
+        .values()
+        .filter(|o| *o == &[Outcome::Delivered])
+        .count();
+    let failed = hooks
+        .values()
+        .filter(|o| *o == &[Outcome::Abandoned])
+        .count();
     assert_eq!(
         (done, failed as u64),
         (delivered.len(), abandoned),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use flow_core::{
-    BuildContext, ConfigError, Lineage, Output, Processor, Stage, StageError, StageKind,
+    BuildContext, ConfigError, Lineage, Outcome, Output, Processor, Stage, StageError, StageKind,
     StageOptions, StageType, Value, async_trait,
 };
 use schemars::JsonSchema;
@@ -103,7 +103,9 @@ impl Drop for Batcher {
     /// Items still held were never emitted (the run stopped on an error, or
     /// a panic replaced this worker): their sources must not count them done.
     fn drop(&mut self) {
-        self.lineages.iter().for_each(Lineage::mark_failed);
+        self.lineages
+            .iter()
+            .for_each(|l| l.mark(Outcome::Abandoned));
     }
 }
 
@@ -198,11 +200,11 @@ mod tests {
         drop(batch);
         let mut got = outcomes.lock().unwrap().clone();
         got.sort_by_key(|(i, _)| *i);
-        assert_eq!(got, [(0, Outcome::Done), (1, Outcome::Done)]);
+        assert_eq!(got, [(0, Outcome::Delivered), (1, Outcome::Delivered)]);
     }
 
     #[tokio::test]
-    async fn items_held_when_the_worker_is_dropped_report_failure() {
+    async fn items_held_when_the_worker_is_dropped_are_abandoned() {
         let outcome = Arc::new(Mutex::new(None));
         let mut b = Batcher::new(5, None);
         let mut out = Output::new();
@@ -211,7 +213,7 @@ mod tests {
         b.process(&int(1), &mut out).await.unwrap();
         out.set_lineage(Lineage::NONE);
         drop(b);
-        assert_eq!(*outcome.lock().unwrap(), Some(Outcome::Failed));
+        assert_eq!(*outcome.lock().unwrap(), Some(Outcome::Abandoned));
     }
 
     #[test]

@@ -209,7 +209,7 @@ stages:
         format!("[{}]", items.join(","))
     };
     assert_eq!(seen(id), [i(&[0, 1, 2, 3]), i(&[4, 5, 6, 7]), i(&[8, 9])]);
-    assert_eq!(outcomes(id), vec![Outcome::Done; 10]);
+    assert_eq!(outcomes(id), vec![Outcome::Delivered; 10]);
     assert!(
         lock(&EARLY).get(id).is_none(),
         "a hook fired before its batch was consumed"
@@ -244,8 +244,10 @@ stages:
     .await;
     assert_eq!(report.status, Status::Partial, "{report:?}");
     assert_eq!(stage(&report, "boom").dropped, 1);
-    use Outcome::{Done, Failed};
-    let want = [Done, Done, Done, Failed, Failed, Failed, Done, Done, Done];
+    use Outcome::{Delivered, Dropped};
+    let want = [
+        Delivered, Delivered, Delivered, Dropped, Dropped, Dropped, Delivered, Delivered, Delivered,
+    ];
     assert_eq!(outcomes(id), want);
 }
 
@@ -276,7 +278,7 @@ stages:
     got.sort();
     let want: Vec<String> = (0..7).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
     assert_eq!(got, want);
-    assert_eq!(outcomes(id), vec![Outcome::Done; 7]);
+    assert_eq!(outcomes(id), vec![Outcome::Delivered; 7]);
     assert!(
         lock(&EARLY).get(id).is_none(),
         "a hook fired before its items were consumed"
@@ -320,7 +322,7 @@ stages:
         (600, r#"[{"i":6}]"#.to_string()),
     ];
     assert_eq!(got, want);
-    assert_eq!(outcomes(id), vec![Outcome::Done; 7]);
+    assert_eq!(outcomes(id), vec![Outcome::Delivered; 7]);
     let group = stage(&report, "group");
     assert_eq!((group.items_in, group.items_out), (7, 3));
 }
