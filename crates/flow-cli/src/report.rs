@@ -229,6 +229,19 @@ pub fn render(report: &Report, layout: Layout) -> String {
         return format!("flow: {}\n", for_display(failure));
     }
     let mut out = table(&report.stages, layout);
+    let width = layout.width.max(40);
+    // Stages with named ports: what each port was given.
+    for s in report.stages.iter().filter(|s| !s.outputs.is_empty()) {
+        let ports: Vec<String> = s
+            .outputs
+            .iter()
+            .map(|(port, n)| format!("{} {}", for_display(port), count(*n)))
+            .collect();
+        out += &wrap(
+            &format!("{} → {}", for_display(&s.name), ports.join(" · ")),
+            width,
+        );
+    }
     let status = match report.status {
         Status::Partial | Status::Ok if report.items_failed > 0 => {
             format!("finished, {}", plural(report.items_failed, "item", "items")) + " failed"
@@ -238,7 +251,6 @@ pub fn render(report: &Report, layout: Layout) -> String {
         Status::Failed => "FAILED".into(),
         Status::Interrupted => "interrupted".into(),
     };
-    let width = layout.width.max(40);
     out += &wrap(
         &format!(
             "pipeline {}: {status} in {}, {} items/s",

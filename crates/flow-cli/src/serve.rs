@@ -815,6 +815,9 @@ struct Series {
     value: fn(&StageReport) -> Option<f64>,
 }
 
+/// Items out: split by port for a stage with named ports.
+const ITEMS_OUT: &str = "flow_stage_items_out_total";
+
 const STAGE_SERIES: &[Series] = &[
     Series {
         name: "flow_stage_items_in_total",
@@ -825,7 +828,7 @@ const STAGE_SERIES: &[Series] = &[
     Series {
         name: "flow_stage_items_out_total",
         kind: "counter",
-        help: "Items the stage emitted.",
+        help: "Items the stage emitted (per port, labelled port, for a stage with named ports).",
         value: |s| Some(s.items_out as f64),
     },
     Series {
@@ -935,6 +938,22 @@ fn prometheus(report: &Report, latency: &[LatencyBuckets]) -> String {
     for series in STAGE_SERIES {
         out.family(series.name, series.kind, series.help);
         for (s, l) in stages.iter().zip(&labels) {
+            if series.name == ITEMS_OUT && !s.outputs.is_empty() {
+                // A stage with named ports: a series per port, labelled
+                // `port` (`""` for its main output), adding up to its
+                // items out.
+                let to_ports: u64 = s.outputs.iter().map(|(_, n)| n).sum();
+                let main = s.items_out.saturating_sub(to_ports);
+                let main = (main > 0).then(|| (String::new(), main));
+                for (port, n) in s.outputs.iter().cloned().chain(main) {
+                    out.sample(
+                        series.name,
+                        &format!("{l},port=\"{}\"", escape(&port)),
+                        n as f64,
+                    );
+                }
+                continue;
+            }
             if let Some(v) = (series.value)(s) {
                 out.sample(series.name, l, v);
             }

@@ -18,6 +18,7 @@ pub mod list;
 pub mod log;
 pub mod map;
 pub mod read;
+pub mod route;
 pub mod sleep;
 pub mod stdout;
 pub mod unbatch;
