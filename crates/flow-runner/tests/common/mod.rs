@@ -760,3 +760,152 @@ flow_core::inventory::submit! {
         "Test sink: records every value it consumes.",
         "- name: out\n  type: t_sink\n  with: { id: x }\n")
 }
+
+// ---- t_buffer ---------------------------------------------------------------
+
+/// A sink that buffers: it records items as `t_sink` does, but holds their
+/// lineages until it "writes" every `flush_every` items, and at `finish`
+/// (where `lose_at_finish` makes that last write fail). When it writes, it
+/// checks that no hook of what it held has fired yet (see [`early`]).
+#[derive(Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BufferOptions {
+    id: String,
+    flush_every: usize,
+    #[serde(default)]
+    lose_at_finish: bool,
+}
+
+struct Buffer {
+    sink: Sink,
+    held: flow_core::Held,
+    tags: Vec<Tag>,
+    flush_every: usize,
+    lose_at_finish: bool,
+}
+
+impl Buffer {
+    fn write(&mut self) {
+        let hooks = lock(&HOOKS);
+        for tag in self.tags.drain(..) {
+            let fired = hooks
+                .get(&self.sink.id)
+                .and_then(|items| items.get(&tag))
+                .is_some_and(|outcomes| !outcomes.is_empty());
+            if fired {
+                lock(&EARLY)
+                    .entry(self.sink.id.clone())
+                    .or_default()
+                    .push(format!(
+                        "{}: {tag:?} reported before it was written",
+                        self.sink.key
+                    ));
+            }
+        }
+        drop(hooks);
+        self.held.delivered();
+    }
+}
+
+impl Transform for Buffer {
+    fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
+        self.sink.consume(input);
+        self.held.hold(out.lineage());
+        if let Some(src) = get(input, "src").and_then(as_str) {
+            self.tags.push((src.to_string(), field(input, "i")));
+        }
+        if self.held.len() >= self.flush_every {
+            self.write();
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Output) -> Result<(), StageError> {
+        if self.lose_at_finish {
+            self.held.failed();
+        } else {
+            self.write();
+        }
+        self.sink.finish();
+        Ok(())
+    }
+}
+
+impl StageOptions for BufferOptions {
+    fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError> {
+        let sink_key = key(&self.id, &ctx.stage);
+        Ok(Stage::Workers(Box::new(move |worker| {
+            Ok(flow_core::Worker::Transform(Box::new(Buffer {
+                sink: Sink {
+                    id: self.id.clone(),
+                    key: sink_key.clone(),
+                    worker,
+                    seen: 0,
+                    panic_at: None,
+                },
+                held: flow_core::Held::new(),
+                tags: Vec::new(),
+                flush_every: self.flush_every.max(1),
+                lose_at_finish: self.lose_at_finish,
+            })))
+        })))
+    }
+}
+
+flow_core::inventory::submit! {
+    StageType::new::<BufferOptions>("t_buffer", StageKind::Sink,
+        "Test sink: buffers, holding lineages until it writes.",
+        "- name: out\n  type: t_buffer\n  with: { id: x, flush_every: 10 }\n")
+}
+
+// ---- t_ports ----------------------------------------------------------------
+
+/// Sends item `i` to its port `ports[i % ports.len()]`, and also to its
+/// main output when `main` is set.
+#[derive(Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortsOptions {
+    ports: Vec<String>,
+    #[serde(default)]
+    main: bool,
+    /// Ports that may be left unread.
+    #[serde(default)]
+    optional: Vec<String>,
+}
+
+struct Ports {
+    ports: u32,
+    main: bool,
+}
+
+impl Transform for Ports {
+    fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
+        let i = field(input, "i");
+        out.emit_to(flow_core::Port((i as u32) % self.ports), input.clone());
+        if self.main {
+            out.emit(input.clone());
+        }
+        Ok(())
+    }
+}
+
+impl StageOptions for PortsOptions {
+    fn ports(&self) -> flow_core::Ports {
+        flow_core::Ports {
+            names: self.ports.clone(),
+            optional: self.optional.clone(),
+            main: self.main,
+        }
+    }
+
+    fn build(self, _ctx: &BuildContext) -> Result<Stage, ConfigError> {
+        let (ports, main) = (self.ports.len().max(1) as u32, self.main);
+        Ok(Stage::transform(move || Ports { ports, main }))
+    }
+}
+
+flow_core::inventory::submit! {
+    StageType::new::<PortsOptions>("t_ports", StageKind::Processor,
+        "Test processor: item i goes to port i % ports.",
+        "- name: split\n  type: t_ports\n  with: { ports: [a, b] }\n")
+}
