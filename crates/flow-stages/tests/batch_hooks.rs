@@ -47,6 +47,9 @@ struct HookedOptions {
     count: i64,
     /// Emit item `i` at `i * interval_ms` after the start; absent: all at once.
     interval_ms: Option<u64>,
+    /// The first item's `i` (items are `start..start + count`).
+    #[serde(default)]
+    start: i64,
 }
 
 struct Hooked {
@@ -65,7 +68,7 @@ impl Source for Hooked {
         }
         let batch = if o.interval_ms.is_some() { 1 } else { o.count };
         for _ in 0..batch.min(o.count - self.next) {
-            let (i, id) = (self.next, o.id.clone());
+            let (i, id) = (o.start + self.next, o.id.clone());
             lock(&HOOKS)
                 .entry(id.clone())
                 .or_default()
@@ -353,4 +356,46 @@ stages:
         .map(|(at, _)| (*at - t0).as_millis())
         .collect();
     assert_eq!(times, [100, 300]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_of_items_from_two_sources_gives_each_the_batchs_outcome() {
+    let id = "batch-hooks-two-sources";
+    let report = run(
+        id,
+        r#"
+stages:
+  - name: a
+    type: t_hooked
+    with: { id: $ID, count: 6, interval_ms: 10 }
+  - name: b
+    type: t_hooked
+    with: { id: $ID, count: 6, interval_ms: 10, start: 100 }
+  - name: group
+    type: batch
+    inputs: [a, b]
+    with: { size: 4 }
+  - name: boom
+    type: map
+    on_error: drop
+    with: { expr: 'if any(.[]; .i == 4) then error("batch with 4") else . end' }
+  - name: out
+    type: t_watch
+    with: { id: $ID }
+"#,
+    )
+    .await;
+    // Both sources emit at 0, 10, 20… ms: the batches are {0, 100, 1, 101},
+    // {2, 102, 3, 103} and {4, 104, 5, 105}, in some order within each.
+    assert_eq!(report.status, Status::Partial, "{report:?}");
+    assert_eq!(stage(&report, "boom").dropped, 1);
+    assert_eq!(seen(id).len(), 2, "{:?}", seen(id));
+    use Outcome::{Delivered, Dropped};
+    let per_source = [Delivered, Delivered, Delivered, Delivered, Dropped, Dropped];
+    let want: Vec<Outcome> = per_source.iter().chain(&per_source).copied().collect();
+    assert_eq!(outcomes(id), want, "items 0..6, then 100..106");
+    assert_eq!(
+        lock(&EARLY).get(id).cloned().unwrap_or_default(),
+        Vec::<i64>::new()
+    );
 }
