@@ -1,0 +1,445 @@
+//! The checks of a pipeline's stages: names, types, inputs, `on_error`,
+//! stages that nothing feeds or nothing reads, cycles. A [`Checker`]
+//! collects the problems, each with its position, rather than stopping at
+//! the first, so one `flow validate` shows all of them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use flow_core::{StageKind, StageType};
+
+use super::OnError;
+use super::graph::find_cycle;
+use crate::error::{Problem, Problems};
+use crate::rate::Limiter;
+use crate::spec::{MAX_NAME, PipelineSpec, StageSpec};
+use crate::suggest::{did_you_mean, hint};
+use crate::yaml::{Doc, Pos};
+
+/// "Did you mean" is looked for this many times per file at most: each
+/// look compares a name with every stage's.
+const MAX_HINTS: usize = 100;
+
+/// Checks a pipeline and collects its problems.
+pub(super) struct Checker<'a> {
+    pub(super) file: String,
+    pub(super) positions: &'a Doc<'a>,
+    pub(super) problems: Vec<Problem>,
+    /// The problems recorded, so that one found again is not.
+    seen: HashSet<Problem>,
+    /// Stages that a "did you mean" suggested for a misspelt reference: the
+    /// reference was probably meant for them, so their being unread or
+    /// unfed is not reported on top.
+    suggested: HashSet<usize>,
+    /// Looks for "did you mean" left (see [`MAX_HINTS`]).
+    hints_left: usize,
+    /// Runner-owned expressions compiled so far, by their text.
+    pub(super) expressions: HashMap<String, flow_core::Expr>,
+}
+
+/// What the checks resolved, for building the stages.
+pub(super) struct Checked {
+    /// The named limits of `limits:` (see [`Checker::resolve_limits`]).
+    pub limits: BTreeMap<String, Option<Arc<Limiter>>>,
+    /// Each stage's type, when it is a known one.
+    pub types: Vec<Option<&'static StageType>>,
+    /// Each stage's inputs, as indices.
+    pub inputs: Vec<Vec<usize>>,
+    pub on_error: Vec<OnError>,
+}
+
+impl<'a> Checker<'a> {
+    /// A checker of the file `file`, whose document gives the positions,
+    /// with the problems found while reading it.
+    pub(super) fn new(file: String, positions: &'a Doc<'a>, problems: Vec<Problem>) -> Self {
+        Checker {
+            file,
+            positions,
+            seen: problems.iter().cloned().collect(),
+            problems,
+            suggested: HashSet::new(),
+            hints_left: MAX_HINTS,
+            expressions: HashMap::new(),
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// Records a problem; one found again (a bad `defaults:` value met by
+    /// every stage) is recorded once.
+    pub(super) fn report(
+        &mut self,
+        stage: Option<&str>,
+        pos: Option<Pos>,
+        message: impl Into<String>,
+    ) {
+        let problem = Problem {
+            file: self.file.clone(),
+            pos,
+            stage: stage.map(str::to_string),
+            message: message.into(),
+        };
+        if self.seen.insert(problem.clone()) {
+            self.problems.push(problem);
+        }
+    }
+
+    /// Whether another "did you mean" may be looked for.
+    pub(super) fn may_hint(&mut self) -> bool {
+        let may = self.hints_left > 0;
+        self.hints_left = self.hints_left.saturating_sub(1);
+        may
+    }
+
+    /// ` (did you mean "x"?)` for `word` among `words` and the stage
+    /// `names` but `own` (the stage whose reference it is); remembers a
+    /// suggested stage.
+    fn hint_stage(
+        &mut self,
+        word: &str,
+        own: Option<usize>,
+        names: &[&str],
+        words: &[&str],
+    ) -> String {
+        if !self.may_hint() {
+            return String::new();
+        }
+        let others = names
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| Some(k) != own)
+            .map(|(_, n)| *n);
+        // Stage names first: a tie (`faild` is as near `fail` as a stage
+        // `failed`) goes to the stage the file has.
+        let Some(suggestion) = did_you_mean(word, others.chain(words.iter().copied())) else {
+            return String::new();
+        };
+        if !words.contains(&suggestion)
+            && let Some(k) = names.iter().position(|n| *n == suggestion)
+        {
+            self.suggested.insert(k);
+            // Beside keywords, say which it is.
+            if !words.is_empty() {
+                return format!(" (did you mean the stage \"{suggestion}\"?)");
+            }
+        }
+        format!(" (did you mean \"{suggestion}\"?)")
+    }
+
+    /// Checks the stages and their wiring: names, types, inputs,
+    /// `on_error`, stages nothing feeds or nothing reads and, when nothing
+    /// else is wrong, cycles.
+    pub(super) fn check(&mut self, spec: &PipelineSpec) -> Checked {
+        let stages = &spec.stages;
+        if stages.is_empty() {
+            let pos = self.positions.key("stages");
+            self.report(
+                None,
+                pos,
+                "stages: no stages; a pipeline needs a source and a sink",
+            );
+        }
+        let limits = self.resolve_limits(spec);
+        let index = self.check_names(stages);
+        let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        let types: Vec<Option<&'static StageType>> = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let found = flow_core::stage_type(&s.type_name);
+                if found.is_none() {
+                    let known = flow_core::stage_types();
+                    let near = hint(&s.type_name, known.iter().map(|t| t.name));
+                    // Not a typo: perhaps a plugin's type, in a binary that
+                    // does not link the plugin.
+                    let message = if near.is_empty() {
+                        format!(
+                            "unknown stage type \"{}\" (`flow stages` lists the known ones); if it comes from a plugin crate, the flow binary must link it (in its main.rs: use my_plugin as _;)",
+                            s.type_name
+                        )
+                    } else {
+                        format!("unknown stage type \"{}\"{near}", s.type_name)
+                    };
+                    let pos = self.positions.value(&format!("stages[{i}].type"));
+                    self.report(Some(&s.name), pos, message);
+                }
+                found
+            })
+            .collect();
+        let kinds: Vec<Option<StageKind>> = types.iter().map(|t| t.map(|t| t.kind)).collect();
+
+        let inputs: Vec<Vec<usize>> = (0..stages.len())
+            .map(|i| self.resolve_inputs(i, stages, &kinds, &index, &names))
+            .collect();
+        let on_error: Vec<OnError> = (0..stages.len())
+            .map(|i| self.resolve_on_error(i, spec, &kinds, &index, &names))
+            .collect();
+        self.check_wiring(stages, &kinds, &inputs, &on_error);
+        if self.problems.is_empty() {
+            self.check_cycles(stages, &inputs, &on_error);
+        }
+        Checked {
+            limits,
+            types,
+            inputs,
+            on_error,
+        }
+    }
+
+    /// The problems found, in the order of their positions, if any.
+    pub(super) fn finish(mut self) -> Result<(), Problems> {
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        self.problems
+            .sort_by_key(|p| p.pos.map(|p| (p.line, p.column)));
+        Err(Problems(self.problems))
+    }
+
+    fn check_names<'s>(&mut self, stages: &'s [StageSpec]) -> HashMap<&'s str, usize> {
+        let mut index = HashMap::new();
+        for (i, s) in stages.iter().enumerate() {
+            let pos = self.positions.value(&format!("stages[{i}].name"));
+            let valid = !s.name.is_empty()
+                && s.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                self.report(
+                    Some(&s.name),
+                    pos,
+                    "name: use only letters, digits, `_` and `-`",
+                );
+            } else if s.name.len() > MAX_NAME {
+                let message = format!(
+                    "name: {} characters; a name may have at most {MAX_NAME}",
+                    s.name.len()
+                );
+                self.report(Some(&s.name), pos, message);
+            }
+            if let Some(&first) = index.get(s.name.as_str()) {
+                let line = self
+                    .positions
+                    .value(&format!("stages[{first}].name"))
+                    .map_or(String::new(), |p| format!(" (first at line {})", p.line));
+                self.report(
+                    Some(&s.name),
+                    pos,
+                    format!("name: duplicate stage name{line}"),
+                );
+            } else {
+                index.insert(s.name.as_str(), i);
+            }
+        }
+        index
+    }
+
+    fn resolve_inputs(
+        &mut self,
+        i: usize,
+        stages: &[StageSpec],
+        kinds: &[Option<StageKind>],
+        index: &HashMap<&str, usize>,
+        names: &[&str],
+    ) -> Vec<usize> {
+        let s = &stages[i];
+        let name = Some(s.name.as_str());
+        let is_source = kinds[i] == Some(StageKind::Source);
+        let Some(list) = &s.inputs else {
+            if is_source || i == 0 {
+                return Vec::new();
+            }
+            if kinds[i - 1] == Some(StageKind::Sink) {
+                let pos = self.positions.value(&format!("stages[{i}]"));
+                let message = format!(
+                    "no `inputs:`, and the stage before it, \"{}\", is a sink with no output; \
+                     name this stage's inputs, or write `inputs: []` for a dead-letter stage",
+                    stages[i - 1].name
+                );
+                self.report(name, pos, message);
+                return Vec::new();
+            }
+            return vec![i - 1];
+        };
+        if is_source && !list.is_empty() {
+            let pos = self.positions.key(&format!("stages[{i}].inputs"));
+            let message = format!(
+                "inputs: a source takes no inputs (\"{}\" is a source type)",
+                s.type_name
+            );
+            self.report(name, pos, message);
+            return Vec::new();
+        }
+        let mut resolved = Vec::new();
+        let mut listed = HashSet::new();
+        for (j, input) in list.iter().enumerate() {
+            let pos = self.positions.value(&format!("stages[{i}].inputs[{j}]"));
+            match index.get(input.as_str()) {
+                None => {
+                    let hint = self.hint_stage(input, Some(i), names, &[]);
+                    let message = format!("inputs: unknown stage \"{input}\"{hint}");
+                    self.report(name, pos, message);
+                }
+                Some(&k) if k == i => {
+                    self.report(name, pos, "inputs: a stage cannot read its own output")
+                }
+                Some(&k) if kinds[k] == Some(StageKind::Sink) => {
+                    let message = format!("inputs: \"{input}\" is a sink; nothing comes out of it");
+                    self.report(name, pos, message);
+                }
+                Some(&k) if !listed.insert(k) => {
+                    self.report(name, pos, format!("inputs: \"{input}\" is listed twice"));
+                }
+                Some(&k) => resolved.push(k),
+            }
+        }
+        resolved
+    }
+
+    fn resolve_on_error(
+        &mut self,
+        i: usize,
+        spec: &PipelineSpec,
+        kinds: &[Option<StageKind>],
+        index: &HashMap<&str, usize>,
+        names: &[&str],
+    ) -> OnError {
+        let s = &spec.stages[i];
+        // A source's bad record stops the run unless the source says
+        // otherwise: `defaults:` are for processors and sinks.
+        let source = kinds[i] == Some(StageKind::Source);
+        let (value, path) = match (&s.on_error, &spec.defaults.on_error) {
+            (Some(v), _) => (v, format!("stages[{i}].on_error")),
+            (None, _) if source => return OnError::Fail,
+            (None, Some(v)) => (v, "defaults.on_error".to_string()),
+            (None, None) => return OnError::Drop,
+        };
+        let pos = self.positions.value(&path);
+        // A bad default is the defaults' problem, not each stage's.
+        let (name, key) = match s.on_error {
+            Some(_) => (Some(s.name.as_str()), "on_error"),
+            None => (None, "defaults.on_error"),
+        };
+        match value.as_str() {
+            "drop" => OnError::Drop,
+            "fail" => OnError::Fail,
+            target => match index.get(target) {
+                // A default dead-letter route does not apply to the
+                // dead-letter stage itself.
+                Some(&k) if k == i && s.on_error.is_none() => OnError::Drop,
+                Some(&k) if k == i => {
+                    self.report(
+                        name,
+                        pos,
+                        "on_error: a stage cannot take its own failed items",
+                    );
+                    OnError::Drop
+                }
+                Some(&k) if kinds[k] == Some(StageKind::Source) => {
+                    let message = format!("{key}: \"{target}\" is a source; it takes no items");
+                    self.report(name, pos, message);
+                    OnError::Drop
+                }
+                Some(&k) => OnError::DeadLetter(k),
+                None => {
+                    let own = s.on_error.is_some().then_some(i);
+                    let hint = self.hint_stage(target, own, names, &["drop", "fail"]);
+                    let message =
+                        format!("{key}: \"{target}\" is not drop, fail or a stage name{hint}");
+                    self.report(name, pos, message);
+                    OnError::Drop
+                }
+            },
+        }
+    }
+
+    fn check_wiring(
+        &mut self,
+        stages: &[StageSpec],
+        kinds: &[Option<StageKind>],
+        inputs: &[Vec<usize>],
+        on_error: &[OnError],
+    ) {
+        let routed: HashSet<usize> = on_error
+            .iter()
+            .filter_map(|o| match o {
+                OnError::DeadLetter(k) => Some(*k),
+                _ => None,
+            })
+            .collect();
+        let mut read = vec![false; stages.len()];
+        for &k in inputs.iter().flatten() {
+            read[k] = true;
+        }
+        for (i, s) in stages.iter().enumerate() {
+            let Some(kind) = kinds[i] else { continue };
+            if self.suggested.contains(&i) {
+                continue;
+            }
+            let name = Some(s.name.as_str());
+            let stage_pos = self.positions.value(&format!("stages[{i}]"));
+            if kind != StageKind::Source && inputs[i].is_empty() && !routed.contains(&i) {
+                // Problems with the named inputs, or with a default input
+                // that is a sink, were reported already.
+                let why = match &s.inputs {
+                    Some(l) if l.is_empty() => Some((
+                        self.positions.key(&format!("stages[{i}].inputs")),
+                        "it has `inputs: []` and no stage's on_error names it",
+                    )),
+                    None if i == 0 => {
+                        Some((stage_pos, "it is the first stage and is not a source"))
+                    }
+                    _ => None,
+                };
+                if let Some((pos, why)) = why {
+                    self.report(name, pos, format!("nothing feeds this {kind}: {why}"));
+                }
+            }
+            if kind != StageKind::Sink && !read[i] {
+                let message = match kind {
+                    StageKind::Source => "nothing reads from this source; add a stage after it",
+                    _ => {
+                        "nothing reads this stage's output; add a sink after it (type: drop to discard)"
+                    }
+                };
+                self.report(name, stage_pos, message);
+            }
+        }
+    }
+
+    fn check_cycles(&mut self, stages: &[StageSpec], inputs: &[Vec<usize>], on_error: &[OnError]) {
+        // Edges run from producer to consumer, dead-letter routes included.
+        let n = stages.len();
+        let mut next: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, ins) in inputs.iter().enumerate() {
+            for &k in ins {
+                next[k].push(i);
+            }
+            if let OnError::DeadLetter(k) = on_error[i] {
+                next[i].push(k);
+            }
+        }
+        // Depth-first search with colours; a grey node seen again closes a cycle.
+        let mut colour = vec![0u8; n];
+        let mut path = Vec::new();
+        for start in 0..n {
+            if colour[start] == 0
+                && let Some(cycle) = find_cycle(start, &next, &mut colour, &mut path)
+            {
+                let i = cycle[0];
+                let names: Vec<&str> = cycle.iter().map(|&k| stages[k].name.as_str()).collect();
+                let pos = self
+                    .positions
+                    .key(&format!("stages[{i}].inputs"))
+                    .or_else(|| self.positions.value(&format!("stages[{i}]")));
+                let message = format!(
+                    "inputs: the stages form a cycle: {} -> {}",
+                    names.join(" -> "),
+                    names[0]
+                );
+                self.report(Some(&stages[i].name), pos, message);
+                return;
+            }
+        }
+    }
+}
