@@ -27,6 +27,7 @@ use crate::control::FlowControl;
 use crate::error::Problems;
 use crate::queue::QueueConfig;
 use checks::Checker;
+pub use graph::{Edge, EdgeKind};
 
 /// A validated pipeline whose stages are built and wired, ready to run.
 pub struct Plan {
@@ -34,6 +35,12 @@ pub struct Plan {
     pub file: PathBuf,
     /// In file order.
     pub stages: Vec<PlannedStage>,
+    /// The graph of the stages, computed once, when the plan is built.
+    edges: Vec<Edge>,
+    /// For each stage, the stages that read its output.
+    consumers: Vec<Vec<usize>>,
+    /// For each stage, the stages whose items go to its input queue.
+    producers: Vec<Vec<usize>>,
 }
 
 /// One stage of a [`Plan`].
@@ -64,11 +71,49 @@ pub enum OnError {
 }
 
 impl Plan {
-    /// The stages that read from stage `i`.
-    pub fn consumers(&self, i: usize) -> Vec<usize> {
-        (0..self.stages.len())
-            .filter(|&j| self.stages[j].inputs.contains(&i))
-            .collect()
+    /// A plan of `stages`, with their graph.
+    fn new(name: String, file: PathBuf, stages: Vec<PlannedStage>) -> Plan {
+        let n = stages.len();
+        let edges = graph::edges(&stages);
+        let consumers = graph::successors(n, edges.iter().filter(|e| !e.kind.is_error()));
+        let producers = graph::predecessors(n, &edges);
+        Plan {
+            name,
+            file,
+            stages,
+            edges,
+            consumers,
+            producers,
+        }
+    }
+
+    /// The edges of the pipeline's graph, by stage index: an edge from
+    /// each of a stage's inputs, and one for each dead-letter route. Stage
+    /// by stage in file order, each stage's inputs in the order listed,
+    /// then its `on_error`.
+    pub fn edges(&self) -> &[Edge] {
+        &self.edges
+    }
+
+    /// The stages that read stage `i`'s output: distinct, in file order.
+    pub fn consumers(&self, i: usize) -> &[usize] {
+        &self.consumers[i]
+    }
+
+    /// The stages whose items go to stage `i`'s input queue, as its inputs
+    /// or by their `on_error`: distinct, in the order of [`Plan::edges`].
+    pub fn producers(&self, i: usize) -> &[usize] {
+        &self.producers[i]
+    }
+}
+
+impl graph::Wiring for PlannedStage {
+    fn inputs(&self) -> &[usize] {
+        &self.inputs
+    }
+
+    fn on_error(&self) -> OnError {
+        self.on_error
     }
 }
 
@@ -109,9 +154,5 @@ pub fn load_str(
         path.file_stem()
             .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned())
     });
-    Ok(Plan {
-        name,
-        file: path.to_path_buf(),
-        stages,
-    })
+    Ok(Plan::new(name, path.to_path_buf(), stages))
 }

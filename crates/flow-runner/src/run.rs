@@ -229,7 +229,7 @@ impl Running {
                 })
             })
             .collect();
-        let consumers: Vec<Vec<usize>> = (0..n).map(|i| plan.consumers(i)).collect();
+        let consumers: Vec<Vec<usize>> = (0..n).map(|i| plan.consumers(i).to_vec()).collect();
         let names: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
         let mut factories = Vec::new();
         let mut stages = Vec::new();

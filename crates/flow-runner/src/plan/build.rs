@@ -25,8 +25,7 @@ impl Checker<'_> {
         let Checked {
             limits,
             types,
-            inputs,
-            on_error,
+            wiring,
         } = checked;
         let stages = &spec.stages;
         let kinds: Vec<Option<StageKind>> = types.iter().map(|t| t.map(|t| t.kind)).collect();
@@ -79,11 +78,11 @@ impl Checker<'_> {
                     name: s.name.clone(),
                     type_name: s.type_name.clone(),
                     kind: stage_type.kind,
-                    inputs: inputs[i].clone(),
+                    inputs: wiring[i].inputs.clone(),
                     workers,
                     queue,
                     control,
-                    on_error: on_error[i],
+                    on_error: wiring[i].on_error,
                     stage,
                 }),
                 Err(e) => self.report_option(i, s, e),

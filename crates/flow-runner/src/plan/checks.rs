@@ -9,7 +9,7 @@ use std::sync::Arc;
 use flow_core::{StageKind, StageType};
 
 use super::OnError;
-use super::graph::find_cycle;
+use super::graph::{self, Edge, Wiring, find_cycle};
 use crate::error::{Problem, Problems};
 use crate::rate::Limiter;
 use crate::spec::{MAX_NAME, PipelineSpec, StageSpec};
@@ -43,9 +43,24 @@ pub(super) struct Checked {
     pub limits: BTreeMap<String, Option<Arc<Limiter>>>,
     /// Each stage's type, when it is a known one.
     pub types: Vec<Option<&'static StageType>>,
-    /// Each stage's inputs, as indices.
-    pub inputs: Vec<Vec<usize>>,
-    pub on_error: Vec<OnError>,
+    /// Each stage's inputs and `on_error`.
+    pub wiring: Vec<Resolved>,
+}
+
+/// A stage's inputs and `on_error`, resolved to stage indices.
+pub(super) struct Resolved {
+    pub inputs: Vec<usize>,
+    pub on_error: OnError,
+}
+
+impl Wiring for Resolved {
+    fn inputs(&self) -> &[usize] {
+        &self.inputs
+    }
+
+    fn on_error(&self) -> OnError {
+        self.on_error
+    }
 }
 
 impl<'a> Checker<'a> {
@@ -174,15 +189,20 @@ impl Checker<'_> {
         let on_error: Vec<OnError> = (0..stages.len())
             .map(|i| self.resolve_on_error(i, spec, &kinds, &index, &names))
             .collect();
-        self.check_wiring(stages, &kinds, &inputs, &on_error);
+        let wiring: Vec<Resolved> = inputs
+            .into_iter()
+            .zip(on_error)
+            .map(|(inputs, on_error)| Resolved { inputs, on_error })
+            .collect();
+        let edges = graph::edges(&wiring);
+        self.check_wiring(stages, &kinds, &edges);
         if self.problems.is_empty() {
-            self.check_cycles(stages, &inputs, &on_error);
+            self.check_cycles(stages, &edges);
         }
         Checked {
             limits,
             types,
-            inputs,
-            on_error,
+            wiring,
         }
     }
 
@@ -353,23 +373,16 @@ impl Checker<'_> {
         }
     }
 
-    fn check_wiring(
-        &mut self,
-        stages: &[StageSpec],
-        kinds: &[Option<StageKind>],
-        inputs: &[Vec<usize>],
-        on_error: &[OnError],
-    ) {
-        let routed: HashSet<usize> = on_error
-            .iter()
-            .filter_map(|o| match o {
-                OnError::DeadLetter(k) => Some(*k),
-                _ => None,
-            })
-            .collect();
+    fn check_wiring(&mut self, stages: &[StageSpec], kinds: &[Option<StageKind>], edges: &[Edge]) {
+        // Fed: an edge leads into it (an input, or a dead-letter route).
+        // Read: an edge carries its output on.
+        let mut fed = vec![false; stages.len()];
         let mut read = vec![false; stages.len()];
-        for &k in inputs.iter().flatten() {
-            read[k] = true;
+        for e in edges {
+            fed[e.to] = true;
+            if !e.kind.is_error() {
+                read[e.from] = true;
+            }
         }
         for (i, s) in stages.iter().enumerate() {
             let Some(kind) = kinds[i] else { continue };
@@ -378,7 +391,7 @@ impl Checker<'_> {
             }
             let name = Some(s.name.as_str());
             let stage_pos = self.positions.value(&format!("stages[{i}]"));
-            if kind != StageKind::Source && inputs[i].is_empty() && !routed.contains(&i) {
+            if kind != StageKind::Source && !fed[i] {
                 // Problems with the named inputs, or with a default input
                 // that is a sink, were reported already.
                 let why = match &s.inputs {
@@ -407,39 +420,21 @@ impl Checker<'_> {
         }
     }
 
-    fn check_cycles(&mut self, stages: &[StageSpec], inputs: &[Vec<usize>], on_error: &[OnError]) {
-        // Edges run from producer to consumer, dead-letter routes included.
-        let n = stages.len();
-        let mut next: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, ins) in inputs.iter().enumerate() {
-            for &k in ins {
-                next[k].push(i);
-            }
-            if let OnError::DeadLetter(k) = on_error[i] {
-                next[i].push(k);
-            }
-        }
-        // Depth-first search with colours; a grey node seen again closes a cycle.
-        let mut colour = vec![0u8; n];
-        let mut path = Vec::new();
-        for start in 0..n {
-            if colour[start] == 0
-                && let Some(cycle) = find_cycle(start, &next, &mut colour, &mut path)
-            {
-                let i = cycle[0];
-                let names: Vec<&str> = cycle.iter().map(|&k| stages[k].name.as_str()).collect();
-                let pos = self
-                    .positions
-                    .key(&format!("stages[{i}].inputs"))
-                    .or_else(|| self.positions.value(&format!("stages[{i}]")));
-                let message = format!(
-                    "inputs: the stages form a cycle: {} -> {}",
-                    names.join(" -> "),
-                    names[0]
-                );
-                self.report(Some(&stages[i].name), pos, message);
-                return;
-            }
+    /// Reports the first cycle found, dead-letter routes included.
+    fn check_cycles(&mut self, stages: &[StageSpec], edges: &[Edge]) {
+        if let Some(cycle) = find_cycle(stages.len(), edges) {
+            let i = cycle[0];
+            let names: Vec<&str> = cycle.iter().map(|&k| stages[k].name.as_str()).collect();
+            let pos = self
+                .positions
+                .key(&format!("stages[{i}].inputs"))
+                .or_else(|| self.positions.value(&format!("stages[{i}]")));
+            let message = format!(
+                "inputs: the stages form a cycle: {} -> {}",
+                names.join(" -> "),
+                names[0]
+            );
+            self.report(Some(&stages[i].name), pos, message);
         }
     }
 }
