@@ -202,19 +202,7 @@ impl Running {
         let n = plan.stages.len();
         // Producers of each queue: distinct stages feeding it, by input or
         // by dead-letter route.
-        let mut feeders: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, s) in plan.stages.iter().enumerate() {
-            for &k in &s.inputs {
-                if !feeders[i].contains(&k) {
-                    feeders[i].push(k);
-                }
-            }
-            if let OnError::DeadLetter(k) = s.on_error
-                && !feeders[k].contains(&i)
-            {
-                feeders[k].push(i);
-            }
-        }
+        let feeders: Vec<Vec<usize>> = (0..n).map(|i| plan.producers(i).to_vec()).collect();
         let queues: Vec<Option<Arc<Queue>>> = plan
             .stages
             .iter()
