@@ -1,12 +1,13 @@
 //! `flow graph`: the pipeline as a Mermaid flowchart or a Graphviz digraph.
 //!
 //! Stage names are the node ids; each node is labelled with the stage's
-//! name, type, workers and rate. Solid edges carry items from `inputs`;
+//! name, type, workers and rate. Solid edges carry items from `inputs`,
+//! labelled with the port when they read a named one (`triage.valid`);
 //! dashed edges labelled `on_error` are dead-letter routes.
 
 use flow_core::StageKind;
 use flow_runner::Plan;
-use flow_runner::plan::{OnError, PlannedStage};
+use flow_runner::plan::{Edge, EdgeKind, PlannedStage};
 
 /// The output format of `flow graph`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,11 +48,18 @@ pub fn mermaid(plan: &Plan) -> String {
         };
         out += &format!("    {id}{open}\"{label}\"{close}\n");
     }
-    for (to, from) in edges(plan) {
-        out += &format!("    {} --> {}\n", ids[from], ids[to]);
+    let (items, errors) = edges(plan);
+    for e in items {
+        match port_of(plan, e) {
+            None => out += &format!("    {} --> {}\n", ids[e.from], ids[e.to]),
+            Some(port) => {
+                let port = mermaid_text(port);
+                out += &format!("    {} -- \"{port}\" --> {}\n", ids[e.from], ids[e.to]);
+            }
+        }
     }
-    for (from, to) in dead_letter_routes(plan) {
-        out += &format!("    {} -. on_error .-> {}\n", ids[from], ids[to]);
+    for e in errors {
+        out += &format!("    {} -. on_error .-> {}\n", ids[e.from], ids[e.to]);
     }
     out
 }
@@ -74,14 +82,25 @@ pub fn dot(plan: &Plan) -> String {
         );
     }
     let name = |i: usize| dot_quote(&plan.stages[i].name);
-    for (to, from) in edges(plan) {
-        out += &format!("    {} -> {};\n", name(from), name(to));
+    let (items, errors) = edges(plan);
+    for e in items {
+        match port_of(plan, e) {
+            None => out += &format!("    {} -> {};\n", name(e.from), name(e.to)),
+            Some(port) => {
+                out += &format!(
+                    "    {} -> {} [label={}];\n",
+                    name(e.from),
+                    name(e.to),
+                    dot_quote(port)
+                )
+            }
+        }
     }
-    for (from, to) in dead_letter_routes(plan) {
+    for e in errors {
         out += &format!(
             "    {} -> {} [style=dashed, label=\"on_error\"];\n",
-            name(from),
-            name(to)
+            name(e.from),
+            name(e.to)
         );
     }
     out += "}\n";
@@ -106,23 +125,24 @@ fn summary(stage: &PlannedStage) -> String {
     parts.join(" · ")
 }
 
-/// The item edges as `(consumer, producer)`, in file order of the consumer.
-fn edges(plan: &Plan) -> impl Iterator<Item = (usize, usize)> + '_ {
-    plan.stages
-        .iter()
-        .enumerate()
-        .flat_map(|(to, s)| s.inputs.iter().map(move |&from| (to, from)))
+/// The plan's edges, drawn in two groups: those that carry items (in file
+/// order of the stage reading them), then the dead-letter routes (in file
+/// order of the failing stage).
+fn edges(plan: &Plan) -> (Vec<&Edge>, Vec<&Edge>) {
+    let (errors, items) = plan.edges().iter().partition(|e| e.kind.is_error());
+    (items, errors)
 }
 
-/// The dead-letter routes as `(failing stage, dead-letter stage)`.
-fn dead_letter_routes(plan: &Plan) -> impl Iterator<Item = (usize, usize)> + '_ {
-    plan.stages
-        .iter()
-        .enumerate()
-        .filter_map(|(from, s)| match s.on_error {
-            OnError::DeadLetter(to) => Some((from, to)),
-            _ => None,
-        })
+/// The name of the named port an edge carries, if it carries one.
+fn port_of<'p>(plan: &'p Plan, e: &Edge) -> Option<&'p str> {
+    match e.kind {
+        EdgeKind::Port(k) => plan.stages[e.from]
+            .ports
+            .names
+            .get(k as usize)
+            .map(String::as_str),
+        _ => None,
+    }
 }
 
 /// Mermaid node ids: the stage names, except where Mermaid's grammar would

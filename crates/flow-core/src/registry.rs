@@ -144,6 +144,7 @@ pub struct StageType {
     pub example: &'static str,
     schema: fn() -> Schema,
     build: fn(&serde_json::Value, &BuildContext) -> Result<Built, ConfigError>,
+    ports: fn(&serde_json::Value) -> Option<Ports>,
 }
 
 inventory::collect!(StageType);
@@ -162,12 +163,19 @@ impl StageType {
             example,
             schema: schema_of::<O>,
             build: build_from::<O>,
+            ports: ports_from::<O>,
         }
     }
 
     /// The JSON Schema of the options, with their documentation.
     pub fn options_schema(&self) -> Schema {
         (self.schema)()
+    }
+
+    /// The ports a stage of this type with the options `with` has; `None`
+    /// when the options do not deserialise (building reports why).
+    pub fn ports(&self, with: &serde_json::Value) -> Option<Ports> {
+        (self.ports)(with)
     }
 
     /// Deserialises `with` into the options (unknown keys rejected, the
@@ -179,6 +187,10 @@ impl StageType {
     ) -> Result<Built, ConfigError> {
         (self.build)(with, ctx)
     }
+}
+
+fn ports_from<O: StageOptions>(with: &serde_json::Value) -> Option<Ports> {
+    O::deserialize(with).ok().map(|options| options.ports())
 }
 
 fn schema_of<O: StageOptions>() -> Schema {

@@ -21,7 +21,7 @@ use flow_core::{Next, Output, Source, Stage, StageKind};
 use tokio::task::JoinSet;
 
 use crate::outlet::{self, Failed, Finished, Outlet, Pipeline, Reorder, StageRun};
-use crate::plan::{OnError, Plan};
+use crate::plan::{EdgeKind, OnError, Plan};
 use crate::queue::Queue;
 use crate::stats::{self, Report, StageCounters, StageInfo, Status};
 use crate::stop::{Halt, Stops};
@@ -111,22 +111,6 @@ impl Running {
     /// runtime.
     pub fn start(plan: Plan, control: RunControl) -> Running {
         crate::panics::install_hook();
-        let n = plan.stages.len();
-        // Producers of each queue: distinct stages feeding it, by any of
-        // their ports or by the error port.
-        let mut feeders: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, s) in plan.stages.iter().enumerate() {
-            for &k in &s.inputs {
-                if !feeders[i].contains(&k) {
-                    feeders[i].push(k);
-                }
-            }
-            if let OnError::DeadLetter(k) = s.on_error
-                && !feeders[k].contains(&i)
-            {
-                feeders[k].push(i);
-            }
-        }
         let queues: Vec<Option<Arc<Queue>>> = plan
             .stages
             .iter()
@@ -136,7 +120,7 @@ impl Running {
                     Arc::new(Queue::with_config(
                         &s.name,
                         s.queue.clone(),
-                        feeders[i].len(),
+                        plan.producers(i).len(),
                     ))
                 })
             })
@@ -157,17 +141,14 @@ impl Running {
                     .collect()
             })
             .collect();
-        for (j, s) in plan.stages.iter().enumerate() {
-            if let Some(q) = &queues[j] {
-                for (&from, port) in s.inputs.iter().zip(&s.input_ports) {
-                    let port = port.map_or(outlet::MAIN, |p| outlet::named(flow_core::Port(p)));
-                    outlets[from][port].queues.push(q.clone());
-                }
-            }
-            if let OnError::DeadLetter(k) = s.on_error
-                && let Some(q) = &queues[k]
-            {
-                outlets[j][outlet::ERROR].queues.push(q.clone());
+        for e in plan.edges() {
+            let port = match e.kind {
+                EdgeKind::Output => outlet::MAIN,
+                EdgeKind::Error => outlet::ERROR,
+                EdgeKind::Port(p) => outlet::named(flow_core::Port(p)),
+            };
+            if let Some(q) = &queues[e.to] {
+                outlets[e.from][port].queues.push(q.clone());
             }
         }
         let names: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();

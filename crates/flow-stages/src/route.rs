@@ -148,7 +148,7 @@ flow_core::inventory::submit! {
         "route",
         StageKind::Processor,
         "Sends each item to named ports by jq conditions (read one as `inputs: [STAGE.PORT]`).",
-        "- name: triage\n  type: route\n  with:\n    mode: first\n    routes:\n      valid: '.email | test(\"@\")'\n      big: '.amount > 100'\n- name: keep\n  type: write\n  inputs: [triage.valid]\n  with: { path: ok.jsonl }\n- name: large\n  type: write\n  inputs: [triage.big]\n  with: { path: big.jsonl }\n",
+        "- name: triage\n  type: route\n  with:\n    mode: first\n    routes:\n      big: '.value > 100'\n      passing: '.score >= 50'\n- name: keep\n  type: map\n  inputs: [triage.big, triage.passing]\n  with: { expr: '.kept = true' }\n",
     )
 }
 

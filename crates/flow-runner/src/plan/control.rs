@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use flow_core::Expr;
 
-use super::Checker;
+use super::checks::Checker;
 use crate::control::{DEFAULT_BACKOFF, FlowControl, RetryPolicy, parse_bytes};
 use crate::queue::QueueConfig;
 use crate::rate::{Limiter, Rate};
