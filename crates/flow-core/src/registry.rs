@@ -42,6 +42,15 @@
 //!
 //! The binary must link the crate (`use my_plugin as _;`), or the linker
 //! drops the registration.
+//!
+//! # Building has no side effects
+//!
+//! [`StageOptions::build`] only checks the options and prepares the stage:
+//! it must create no file, open no connection, start no thread or process.
+//! `flow validate` builds every stage to check its options and then drops
+//! them, and `flow run` builds every stage before the run starts (a later
+//! stage's bad options mean nothing runs). Do such work when the stage runs:
+//! in the worker factory, or in the first call of the source or worker.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -84,9 +93,18 @@ impl fmt::Display for StageKind {
 /// Derive `Deserialize` with `#[serde(deny_unknown_fields)]` and
 /// `JsonSchema`; the doc comments on the struct's fields are what
 /// `flow stages TYPE` and `flow schema` show.
+///
+/// [`StageOptions::build`] must have no side effects: see
+/// [the module documentation](crate::registry#building-has-no-side-effects).
 pub trait StageOptions: DeserializeOwned + JsonSchema + Sized {
     /// Checks the options and builds the stage. Compile expressions here,
     /// once, and report a bad one as a [`ConfigError`] naming its key.
+    ///
+    /// No side effects: no file created, no connection opened, no thread or
+    /// process started. `flow validate` builds every stage to check its
+    /// options and runs none, and `flow run` builds every stage before the
+    /// run starts. Such work belongs in the worker factory or the stage's
+    /// first call.
     fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError>;
 }
 
@@ -129,7 +147,10 @@ impl StageType {
     }
 
     /// Deserialises `with` into the options (unknown keys rejected, the
-    /// failing key's path in the error) and builds the stage.
+    /// failing key's path in the error) and builds the stage with
+    /// [`StageOptions::build`], which has no side effects: `flow validate`
+    /// calls this for every stage, and `flow run` calls it for every stage
+    /// before the run starts.
     pub fn build(
         &self,
         with: &serde_json::Value,

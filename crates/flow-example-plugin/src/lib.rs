@@ -31,7 +31,9 @@ fn default_max() -> usize {
     64
 }
 
-/// One per worker; slugifying needs no state beyond the options.
+/// Made by the factory for each worker (and again if one is replaced after
+/// a panic or an abandoned timed-out call); it needs no state beyond the
+/// options.
 struct Slugify {
     field: Option<String>,
     max: usize,
