@@ -14,7 +14,9 @@ use crate::Value;
 /// the outputs a stage makes from it, so no stage has to.
 #[derive(Clone, Debug, Default)]
 pub struct Item {
+    /// The data.
     pub value: Value,
+    /// The source items it was made from, with their completion hooks.
     pub lineage: Lineage,
 }
 
@@ -90,7 +92,8 @@ impl Lineage {
     }
 
     /// Records that an item of this lineage failed: the hooks will report
-    /// [`Outcome::Failed`].
+    /// [`Outcome::Failed`]. Runner use.
+    #[doc(hidden)]
     pub fn mark_failed(&self) {
         if let Some(node) = &self.0 {
             node.failed.store(true, Ordering::Relaxed);

@@ -15,7 +15,10 @@
 //!
 //! Everything around a stage (queues, workers, rate limits, retries,
 //! timeouts, `on_error`, stats) belongs to the runner; a stage never
-//! reimplements it.
+//! reimplements it. Items the runner alone calls are public but hidden
+//! from this documentation: a stage does not use them.
+
+#![warn(missing_docs)]
 
 pub mod children;
 pub mod expr;

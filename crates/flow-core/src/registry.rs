@@ -1,6 +1,6 @@
 //! Stage registration: how a stage type makes itself known to flow.
 //!
-//! A stage type is a options struct (serde + schemars, its doc comments are
+//! A stage type is an options struct (serde + schemars, its doc comments are
 //! the user's documentation) that implements [`StageOptions`], registered
 //! with [`inventory::submit!`]:
 //!
@@ -72,6 +72,7 @@ pub enum StageKind {
 }
 
 impl StageKind {
+    /// The kind as `flow stages` shows it: `source`, `processor` or `sink`.
     pub fn as_str(self) -> &'static str {
         match self {
             StageKind::Source => "source",
@@ -112,6 +113,7 @@ pub trait StageOptions: DeserializeOwned + JsonSchema + Sized {
 pub struct StageType {
     /// The `type:` name in pipeline files.
     pub name: &'static str,
+    /// Whether it is a source, a processor or a sink.
     pub kind: StageKind,
     /// One line for `flow stages`.
     pub summary: &'static str,
@@ -125,6 +127,9 @@ pub struct StageType {
 inventory::collect!(StageType);
 
 impl StageType {
+    /// Describes the stage type whose options are `O`, for
+    /// [`inventory::submit!`]: its `type:` name, kind, one-line summary and
+    /// an example stage entry (YAML).
     pub const fn new<O: StageOptions>(
         name: &'static str,
         kind: StageKind,
@@ -226,7 +231,10 @@ impl BuildContext {
 /// empty for `with` itself) and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The option's path under `with` (`retry.backoff`), or empty for
+    /// `with` itself.
     pub key: String,
+    /// What is wrong with it.
     pub message: String,
     /// For an error inside the option's text (an expression), the byte
     /// offset in it, so the error can point at the column.
@@ -238,6 +246,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// An error about the option at `key` (empty: `with` as a whole).
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),

@@ -189,9 +189,11 @@ pub trait Processor: Send + 'static {
     }
 }
 
-/// One worker of a processor or sink stage.
+/// One worker of a processor or sink stage, as the factory makes it.
 pub enum Worker {
+    /// A synchronous worker.
     Transform(Box<dyn Transform>),
+    /// An asynchronous worker.
     Processor(Box<dyn Processor>),
 }
 
@@ -210,6 +212,7 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// A source stage.
     pub fn source(source: impl Source) -> Self {
         Stage::Source(Box::new(source))
     }
@@ -245,6 +248,7 @@ pub const SPILL_AT: usize = 1024;
 pub const MAX_HELD: usize = 100_000;
 
 /// Runner use: how an [`Output`] passes outputs on early.
+#[doc(hidden)]
 pub type Spill = Box<dyn FnMut(&mut Vec<Item>) + Send>;
 
 /// Where a stage puts the items it makes.
@@ -280,6 +284,8 @@ impl fmt::Debug for Output {
 }
 
 impl Output {
+    /// An empty output: the runner makes one per worker; a stage's own
+    /// tests make one to call `apply` or `process` with.
     pub fn new() -> Self {
         Output {
             items: Vec::with_capacity(BATCH),
@@ -327,11 +333,13 @@ impl Output {
 
     /// Runner use: passes held outputs on early through `spill` once
     /// [`SPILL_AT`] are held (`None`: hold them all).
+    #[doc(hidden)]
     pub fn set_spill(&mut self, spill: Option<Spill>) {
         self.spill = spill;
     }
 
     /// Runner use: how many outputs were passed on early, in all.
+    #[doc(hidden)]
     pub fn spilled(&self) -> u64 {
         self.spilled
     }
@@ -355,6 +363,7 @@ impl Output {
     }
 
     /// Runner use: the records failed with [`Output::fail`].
+    #[doc(hidden)]
     pub fn take_failed(&mut self) -> Vec<(Item, StageError)> {
         std::mem::take(&mut self.failed)
     }
@@ -366,7 +375,7 @@ impl Output {
         self.stopping
     }
 
-    /// Set by the runner before it calls `finish`.
+    /// Runner use: set before it calls `finish`.
     #[doc(hidden)]
     pub fn set_run_stopping(&mut self, stopping: bool) {
         self.stopping = stopping;
@@ -383,27 +392,32 @@ impl Output {
         self.items.len()
     }
 
+    /// True when no item was emitted and not yet taken by the runner.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
 
     /// Runner use: sets the lineage that [`Output::emit`] gives outputs.
+    #[doc(hidden)]
     pub fn set_lineage(&mut self, lineage: Lineage) {
         self.current = lineage;
     }
 
     /// Runner use: takes back the current lineage (a failed input's).
+    #[doc(hidden)]
     pub fn take_lineage(&mut self) -> Lineage {
         std::mem::take(&mut self.current)
     }
 
     /// Runner use: the emitted items.
+    #[doc(hidden)]
     pub fn items_mut(&mut self) -> &mut Vec<Item> {
         &mut self.items
     }
 
     /// Runner use: forgets the items emitted after the first `len` (a
     /// failed attempt's outputs).
+    #[doc(hidden)]
     pub fn truncate(&mut self, len: usize) {
         self.items.truncate(len);
     }
@@ -470,14 +484,17 @@ impl StageError {
         self
     }
 
+    /// What went wrong, as given when the error was made.
     pub fn message(&self) -> &str {
         &self.message
     }
 
+    /// Whether another attempt may succeed ([`StageError::retryable`]).
     pub fn is_retryable(&self) -> bool {
         self.retryable
     }
 
+    /// The wait asked for with [`StageError::with_retry_after`], if any.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
