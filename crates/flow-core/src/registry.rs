@@ -2,15 +2,21 @@
 //!
 //! A stage type is an options struct (serde + schemars, its doc comments are
 //! the user's documentation) that implements [`StageOptions`], registered
-//! with [`inventory::submit!`]:
+//! with [`inventory::submit!`]. The derives come from flow-core's
+//! re-exports ([`crate::serde`], [`crate::schemars`]), so the plugin uses
+//! the very versions flow does; the `crate` attributes point the derived
+//! code at them:
 //!
 //! ```
+//! use flow_core::schemars::JsonSchema;
+//! use flow_core::serde::Deserialize;
 //! use flow_core::{BuildContext, ConfigError, Output, Stage, StageError, StageKind,
 //!                 StageOptions, StageType, Transform, Value};
 //!
 //! /// Adds one to a number.
-//! #[derive(serde::Deserialize, schemars::JsonSchema)]
-//! #[serde(deny_unknown_fields)]
+//! #[derive(Deserialize, JsonSchema)]
+//! #[serde(crate = "flow_core::serde", deny_unknown_fields)]
+//! #[schemars(crate = "flow_core::schemars")]
 //! struct Increment {
 //!     /// How much to add.
 //!     #[serde(default = "one")]
@@ -92,8 +98,9 @@ impl fmt::Display for StageKind {
 /// stage from them.
 ///
 /// Derive `Deserialize` with `#[serde(deny_unknown_fields)]` and
-/// `JsonSchema`; the doc comments on the struct's fields are what
-/// `flow stages TYPE` and `flow schema` show.
+/// `JsonSchema` (through [`crate::serde`] and [`crate::schemars`], as the
+/// [module example](crate::registry) does); the doc comments on the
+/// struct's fields are what `flow stages TYPE` and `flow schema` show.
 ///
 /// [`StageOptions::build`] must have no side effects: see
 /// [the module documentation](crate::registry#building-has-no-side-effects).
