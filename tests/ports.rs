@@ -61,8 +61,14 @@ fn route_first_sends_each_item_to_the_first_route_that_holds() {
         split["outputs"],
         serde_json::json!({"threes": 10, "fives": 4, "_unmatched": 16})
     );
-    assert_eq!((split["items_in"].as_u64(), split["items_out"].as_u64()), (Some(30), Some(30)));
-    assert_eq!(stage(&stats, "rest")["inputs"], serde_json::json!(["split._unmatched"]));
+    assert_eq!(
+        (split["items_in"].as_u64(), split["items_out"].as_u64()),
+        (Some(30), Some(30))
+    );
+    assert_eq!(
+        stage(&stats, "rest")["inputs"],
+        serde_json::json!(["split._unmatched"])
+    );
 }
 
 #[test]
@@ -110,7 +116,10 @@ stages:
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0]["item"], serde_json::json!({"n": 7}));
     assert!(
-        bad[0]["error"]["message"].as_str().unwrap().ends_with(": seven"),
+        bad[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(": seven"),
         "{bad:?}"
     );
     assert_eq!(stage(&stats, "split")["dead_lettered"], 1);
@@ -138,8 +147,14 @@ stages:
             .map(|r| r["n"].as_i64().unwrap())
             .collect()
     };
-    assert_eq!(in_order("e.jsonl"), (0..2000).step_by(2).collect::<Vec<_>>());
-    assert_eq!(in_order("o.jsonl"), (1..2000).step_by(2).collect::<Vec<_>>());
+    assert_eq!(
+        in_order("e.jsonl"),
+        (0..2000).step_by(2).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        in_order("o.jsonl"),
+        (1..2000).step_by(2).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -165,7 +180,8 @@ fn the_cookbook_route_pipeline_splits_orders_into_three_files() {
     assert_eq!(file_ids("orders.jsonl"), [1, 5]);
     // The report's compact form of the ports.
     assert!(
-        out.stderr.contains("\ntriage → invalid 2 · big 1 · _unmatched 2\n"),
+        out.stderr
+            .contains("\ntriage → invalid 2 · big 1 · _unmatched 2\n"),
         "{}",
         out.stderr
     );
@@ -185,7 +201,11 @@ fn the_graph_labels_edges_with_their_port() {
         "    triage -- \"invalid\" --> invalid\n",
         "    triage -- \"_unmatched\" --> rest\n",
     ] {
-        assert!(mermaid.stdout.contains(line), "{line:?} in\n{}", mermaid.stdout);
+        assert!(
+            mermaid.stdout.contains(line),
+            "{line:?} in\n{}",
+            mermaid.stdout
+        );
     }
     let dot = run(flow()
         .arg("graph")
@@ -226,7 +246,9 @@ fn port_mistakes_are_errors_with_their_line_and_column() {
     );
     assert_eq!(
         problems(&[("inputs: [triage.big]", "inputs: [triage.zzzzzz]")]),
-        ["26:14: stage \"big\": inputs: \"triage\" has no port \"zzzzzz\"; its ports: triage.invalid, triage.big, triage._unmatched"]
+        [
+            "26:14: stage \"big\": inputs: \"triage\" has no port \"zzzzzz\"; its ports: triage.invalid, triage.big, triage._unmatched"
+        ]
     );
     assert_eq!(
         problems(&[("inputs: [triage.big]", "inputs: [orders.big]")]),
@@ -237,14 +259,20 @@ fn port_mistakes_are_errors_with_their_line_and_column() {
     );
     assert_eq!(
         problems(&[("inputs: [triage.big]", "inputs: [triage]")]),
-        ["26:14: stage \"big\": inputs: \"triage\" sends its items to named ports only; read one of them: triage.invalid, triage.big, triage._unmatched"]
+        [
+            "26:14: stage \"big\": inputs: \"triage\" sends its items to named ports only; read one of them: triage.invalid, triage.big, triage._unmatched"
+        ]
     );
     assert_eq!(
         problems(&[("inputs: [triage.big]", "inputs: [triage.invalid]")]),
-        ["17:5: stage \"triage\": port \"big\" is read by no stage; read it (inputs: [triage.big]) or remove it"]
+        [
+            "17:5: stage \"triage\": port \"big\" is read by no stage; read it (inputs: [triage.big]) or remove it"
+        ]
     );
     assert_eq!(
         problems(&[("invalid: '(.customer", "_invalid: '(.customer")]),
-        ["21:7: stage \"triage\": with.routes._invalid: a port name is letters, digits, `_` and `-`, and does not start with `_` (`_unmatched` is the port of what no route took)"]
+        [
+            "21:7: stage \"triage\": with.routes._invalid: a port name is letters, digits, `_` and `-`, and does not start with `_` (`_unmatched` is the port of what no route took)"
+        ]
     );
 }

@@ -27,8 +27,9 @@ impl Drop for Registered {
     }
 }
 
-/// Kills every registered process group at once (SIGKILL): for an exit
-/// that cannot wait for stages to stop their processes.
+/// Runner use: kills every registered process group at once (SIGKILL),
+/// for an exit that cannot wait for stages to stop their processes.
+#[doc(hidden)]
 pub fn kill_all() {
     for &pgid in lock().iter() {
         #[cfg(unix)]

@@ -28,7 +28,9 @@ pub struct Expr {
 /// Why an expression does not compile, with the byte offset in its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExprError {
+    /// What is wrong, without the position (`expected …, found …`).
     pub message: String,
+    /// Where in the expression's text the problem is, in bytes from 0.
     pub offset: usize,
 }
 

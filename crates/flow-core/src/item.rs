@@ -14,7 +14,9 @@ use crate::Value;
 /// the outputs a stage makes from it, so no stage has to.
 #[derive(Clone, Debug, Default)]
 pub struct Item {
+    /// The data.
     pub value: Value,
+    /// The source items it was made from, with their completion hooks.
     pub lineage: Lineage,
 }
 
@@ -138,7 +140,9 @@ impl Lineage {
     }
 
     /// Records what happened to an item of this lineage: the hooks report
-    /// the worst outcome marked (see [`Outcome`]).
+    /// the worst outcome marked (see [`Outcome`]). The runner marks
+    /// failures and stops; a stage that holds items across calls marks
+    /// those it never passes on [`Outcome::Abandoned`].
     pub fn mark(&self, outcome: Outcome) {
         if let Some(node) = &self.0 {
             node.outcome.fetch_max(outcome as u8, Ordering::Relaxed);

@@ -2,7 +2,7 @@
 //!
 //! Every JSON record flow reads (a `jsonl` line, a `json` array element, an
 //! `http` body with `as: json`, an `exec` answer, jq's `fromjson`) goes
-//! through [`parse`], and every value flow writes as JSON through [`write`].
+//! through [`parse`], and every value flow writes as JSON through [`write()`].
 //! Neither recurses, so no input can exhaust the stack while it is read or
 //! written, and [`parse`] refuses values nested deeper than
 //! [`MAX_DEPTH`]: a value that got in can be compared, copied and dropped
@@ -41,7 +41,9 @@ pub enum Utf8 {
 /// the start of the text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JsonError {
+    /// Where the problem is, in bytes from the start of the text (0-based).
     pub offset: usize,
+    /// What is wrong there.
     pub message: String,
 }
 

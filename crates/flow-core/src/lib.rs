@@ -12,10 +12,15 @@
 //! * [`json`]: strict, bounded JSON reading and writing for records.
 //! * [`terminal::stdout`]: standard output for a stage that prints, which
 //!   keeps its lines clear of the live progress lines.
+//! * [`serde`] and [`schemars`]: re-exported, so a plugin derives its
+//!   options with the very versions flow-core uses (see [`registry`]).
 //!
 //! Everything around a stage (queues, workers, rate limits, retries,
 //! timeouts, `on_error`, stats) belongs to the runner; a stage never
-//! reimplements it.
+//! reimplements it. Items the runner alone calls are public but hidden
+//! from this documentation: a stage does not use them.
+
+#![warn(missing_docs)]
 
 pub mod children;
 pub mod expr;
@@ -36,6 +41,14 @@ pub use registry::{
     BuildContext, Built, ConfigError, Ports, StageKind, StageOptions, StageType, stage_type,
     stage_types,
 };
+/// The schemars flow-core uses, for a plugin's options:
+/// `#[derive(flow_core::schemars::JsonSchema)]` with
+/// `#[schemars(crate = "flow_core::schemars")]`.
+pub use schemars;
+/// The serde flow-core uses, for a plugin's options:
+/// `#[derive(flow_core::serde::Deserialize)]` with
+/// `#[serde(crate = "flow_core::serde")]`.
+pub use serde;
 pub use stage::{
     BATCH, Mark, Next, Output, Port, Processor, Source, Stage, StageError, Transform, Worker,
 };

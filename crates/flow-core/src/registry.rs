@@ -1,16 +1,22 @@
 //! Stage registration: how a stage type makes itself known to flow.
 //!
-//! A stage type is a options struct (serde + schemars, its doc comments are
+//! A stage type is an options struct (serde + schemars, its doc comments are
 //! the user's documentation) that implements [`StageOptions`], registered
-//! with [`inventory::submit!`]:
+//! with [`inventory::submit!`]. The derives come from flow-core's
+//! re-exports ([`crate::serde`], [`crate::schemars`]), so the plugin uses
+//! the very versions flow does; the `crate` attributes point the derived
+//! code at them:
 //!
 //! ```
+//! use flow_core::schemars::JsonSchema;
+//! use flow_core::serde::Deserialize;
 //! use flow_core::{BuildContext, ConfigError, Output, Stage, StageError, StageKind,
 //!                 StageOptions, StageType, Transform, Value};
 //!
 //! /// Adds one to a number.
-//! #[derive(serde::Deserialize, schemars::JsonSchema)]
-//! #[serde(deny_unknown_fields)]
+//! #[derive(Deserialize, JsonSchema)]
+//! #[serde(crate = "flow_core::serde", deny_unknown_fields)]
+//! #[schemars(crate = "flow_core::schemars")]
 //! struct Increment {
 //!     /// How much to add.
 //!     #[serde(default = "one")]
@@ -42,6 +48,15 @@
 //!
 //! The binary must link the crate (`use my_plugin as _;`), or the linker
 //! drops the registration.
+//!
+//! # Building has no side effects
+//!
+//! [`StageOptions::build`] only checks the options and prepares the stage:
+//! it must create no file, open no connection, start no thread or process.
+//! `flow validate` builds every stage to check its options and then drops
+//! them, and `flow run` builds every stage before the run starts (a later
+//! stage's bad options mean nothing runs). Do such work when the stage runs:
+//! in the worker factory, or in the first call of the source or worker.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,6 +78,7 @@ pub enum StageKind {
 }
 
 impl StageKind {
+    /// The kind as `flow stages` shows it: `source`, `processor` or `sink`.
     pub fn as_str(self) -> &'static str {
         match self {
             StageKind::Source => "source",
@@ -82,11 +98,21 @@ impl fmt::Display for StageKind {
 /// stage from them.
 ///
 /// Derive `Deserialize` with `#[serde(deny_unknown_fields)]` and
-/// `JsonSchema`; the doc comments on the struct's fields are what
-/// `flow stages TYPE` and `flow schema` show.
+/// `JsonSchema` (through [`crate::serde`] and [`crate::schemars`], as the
+/// [module example](crate::registry) does); the doc comments on the
+/// struct's fields are what `flow stages TYPE` and `flow schema` show.
+///
+/// [`StageOptions::build`] must have no side effects: see
+/// [the module documentation](crate::registry#building-has-no-side-effects).
 pub trait StageOptions: DeserializeOwned + JsonSchema + Sized {
     /// Checks the options and builds the stage. Compile expressions here,
     /// once, and report a bad one as a [`ConfigError`] naming its key.
+    ///
+    /// No side effects: no file created, no connection opened, no thread or
+    /// process started. `flow validate` builds every stage to check its
+    /// options and runs none, and `flow run` builds every stage before the
+    /// run starts. Such work belongs in the worker factory or the stage's
+    /// first call.
     fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError>;
 
     /// The stage's named output ports, fixed or derived from the options
@@ -136,6 +162,7 @@ pub struct Built {
 pub struct StageType {
     /// The `type:` name in pipeline files.
     pub name: &'static str,
+    /// Whether it is a source, a processor or a sink.
     pub kind: StageKind,
     /// One line for `flow stages`.
     pub summary: &'static str,
@@ -150,6 +177,9 @@ pub struct StageType {
 inventory::collect!(StageType);
 
 impl StageType {
+    /// Describes the stage type whose options are `O`, for
+    /// [`inventory::submit!`]: its `type:` name, kind, one-line summary and
+    /// an example stage entry (YAML).
     pub const fn new<O: StageOptions>(
         name: &'static str,
         kind: StageKind,
@@ -179,7 +209,10 @@ impl StageType {
     }
 
     /// Deserialises `with` into the options (unknown keys rejected, the
-    /// failing key's path in the error) and builds the stage.
+    /// failing key's path in the error) and builds the stage with
+    /// [`StageOptions::build`], which has no side effects: `flow validate`
+    /// calls this for every stage, and `flow run` calls it for every stage
+    /// before the run starts.
     pub fn build(
         &self,
         with: &serde_json::Value,
@@ -263,7 +296,10 @@ impl BuildContext {
 /// empty for `with` itself) and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The option's path under `with` (`retry.backoff`), or empty for
+    /// `with` itself.
     pub key: String,
+    /// What is wrong with it.
     pub message: String,
     /// For an error inside the option's text (an expression), the byte
     /// offset in it, so the error can point at the column.
@@ -275,6 +311,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// An error about the option at `key` (empty: `with` as a whole).
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),

@@ -15,12 +15,38 @@
 //!   calling, or drops a pending `next` future), or on an error, which stops
 //!   the run (exit code 1).
 //! * A **processor or sink** runs as `workers` concurrent workers on one
-//!   input queue. The runner calls the stage's worker factory once per
-//!   worker, so each worker owns its state (a connection, a subprocess);
-//!   share state between workers through an `Arc` captured by the factory.
-//!   A worker is either a [`Transform`] (synchronous: the cheap path, called
+//!   input queue. Each worker owns an instance made by the stage's worker
+//!   factory, so it owns its state (a connection, a subprocess); share
+//!   state between workers through an `Arc` captured by the factory. A
+//!   worker is either a [`Transform`] (synchronous: the cheap path, called
 //!   on batches of items with no `.await` and no allocation of its own) or a
 //!   [`Processor`] (asynchronous, for I/O).
+//!
+//! # The worker factory
+//!
+//! The factory ([`Stage::Workers`], [`Stage::transform`],
+//! [`Stage::processor`]) is called when each worker starts, with the
+//! worker's index, and **again, with the same index, whenever the runner
+//! replaces that worker's instance**:
+//!
+//! * after a call on the instance panicked (`apply`, `commit` or
+//!   `process`): its state is suspect. The item (for `commit`, every item
+//!   it was committing) fails with the panic's message, not retried, and
+//!   the next item goes to a fresh instance;
+//! * after a [`Transform`] under a `timeout:` that is not
+//!   [`Transform::interruptible`] ran out of time on its blocking thread
+//!   (or that thread failed): the runner abandons the instance, whose call
+//!   continues on its thread until it returns; its outputs are then
+//!   dropped, and so is the instance.
+//!
+//! So a factory may be called any number of times over a run, and an
+//! abandoned instance may still be running while its replacement (same
+//! index) works: keep what must exist once per stage in the `Arc` the
+//! factory captures, not in an instance. A replaced instance is dropped
+//! without its `finish` being called, so what it buffered is lost. A
+//! factory error when the worker starts or when it is replaced stops the
+//! run. A [`Processor`] whose `process` ran out of time is not replaced:
+//! its future is dropped and the same instance gets the next item.
 //!
 //! For every input item the runner calls `apply` / `process` once per
 //! attempt, with the item's value borrowed: the runner keeps it for a retry
@@ -90,6 +116,16 @@ pub trait Source: Send + 'static {
 /// The runner calls it on a batch of input items in a tight loop, with no
 /// `.await` between items. It must not block for long: slow or blocking work
 /// belongs in a [`Processor`].
+///
+/// Under a `timeout:`, a transform that is not
+/// [`interruptible`](Transform::interruptible) is called on a blocking
+/// thread, one item at a time, and may be **abandoned mid-call**: when
+/// time is up the attempt fails with a (retryable) timeout error, the call
+/// continues on its thread until it returns, its result and outputs are
+/// dropped, and the worker goes on with a fresh instance from the factory
+/// (see the [module documentation](crate::stage#the-worker-factory)). Such
+/// a transform must tolerate being left mid-call, with a replacement
+/// running beside it.
 pub trait Transform: Send + 'static {
     /// Handles one input value, emitting zero or more outputs.
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError>;
@@ -98,9 +134,14 @@ pub trait Transform: Send + 'static {
     /// flow's interrupt checks: jq expressions run by [`crate::Expr`] can,
     /// and a loop of the stage's own can call [`crate::interrupt::check`].
     /// Under a `timeout:` such a transform runs in place on its worker, at
-    /// almost no cost, and stops when time is up; any other runs on a
-    /// blocking thread, which the runner gives up on when time is up (the
-    /// call itself goes on until it returns). The default is `false`.
+    /// almost no cost, and stops when time is up.
+    ///
+    /// Any other transform under a `timeout:` runs on a blocking thread
+    /// and may be abandoned mid-call when time is up: the call continues on
+    /// its thread until it returns, its result is dropped, and the runner
+    /// makes a fresh instance with the factory for the next item. Returning
+    /// `true` for a computation that does not check would let it overrun the
+    /// timeout and hold its worker. The default is `false`.
     fn interruptible(&self) -> bool {
         false
     }
@@ -131,10 +172,12 @@ pub trait Transform: Send + 'static {
 
 /// An asynchronous worker: HTTP calls, subprocesses, timers.
 ///
-/// One instance per worker; `process` is never called concurrently on one
-/// instance, and a worker takes one item at a time from the input queue. A
-/// pending `process` future may be dropped (timeout, abort): leave the
-/// instance usable for the next call, or fail the next call.
+/// One instance per worker at a time (the factory makes another if a call
+/// panics: see the [module documentation](crate::stage#the-worker-factory));
+/// `process` is never called concurrently on one instance, and a worker
+/// takes one item at a time from the input queue. A pending `process`
+/// future may be dropped (timeout, abort): leave the instance usable for
+/// the next call, or fail the next call.
 #[async_trait]
 pub trait Processor: Send + 'static {
     /// Handles one input value, emitting zero or more outputs.
@@ -157,9 +200,11 @@ pub trait Processor: Send + 'static {
     }
 }
 
-/// One worker of a processor or sink stage.
+/// One worker of a processor or sink stage, as the factory makes it.
 pub enum Worker {
+    /// A synchronous worker.
     Transform(Box<dyn Transform>),
+    /// An asynchronous worker.
     Processor(Box<dyn Processor>),
 }
 
@@ -169,23 +214,33 @@ type WorkerFactory = dyn Fn(usize) -> Result<Worker, StageError> + Send + Sync;
 pub enum Stage {
     /// A source: one instance.
     Source(Box<dyn Source>),
-    /// A processor or sink: a factory called once per worker, with the
-    /// worker's index (0-based).
+    /// A processor or sink: a factory that makes a worker's instance, given
+    /// the worker's index (0-based). Called when each worker starts and
+    /// again to replace an instance after a panic or an abandoned timed-out
+    /// call (see the [module documentation](crate::stage#the-worker-factory)), so
+    /// possibly many times per index. An error stops the run.
     Workers(Box<WorkerFactory>),
 }
 
 impl Stage {
+    /// A source stage.
     pub fn source(source: impl Source) -> Self {
         Stage::Source(Box::new(source))
     }
 
-    /// A stage whose workers are transforms made by `make`.
+    /// A stage whose workers are transforms made by `make`: called when each
+    /// worker starts and again whenever an instance is replaced (after a
+    /// panic, or after a timed-out call on a blocking thread was
+    /// abandoned; see the [module documentation](crate::stage#the-worker-factory)).
     pub fn transform<T: Transform>(make: impl Fn() -> T + Send + Sync + 'static) -> Self {
         Stage::Workers(Box::new(move |_| Ok(Worker::Transform(Box::new(make())))))
     }
 
-    /// A stage whose workers are processors made by `make` (which may fail,
-    /// e.g. when a subprocess does not start; that stops the run).
+    /// A stage whose workers are processors made by `make`, given the
+    /// worker's index: called when each worker starts and again, with the
+    /// same index, whenever an instance is replaced after a panic (see the
+    /// [module documentation](crate::stage#the-worker-factory)). It may fail, e.g.
+    /// when a subprocess does not start; that stops the run.
     pub fn processor<P: Processor>(
         make: impl Fn(usize) -> Result<P, StageError> + Send + Sync + 'static,
     ) -> Self {
@@ -204,6 +259,7 @@ pub const SPILL_AT: usize = 1024;
 pub const MAX_HELD: usize = 100_000;
 
 /// Runner use: how an [`Output`] passes outputs on early.
+#[doc(hidden)]
 pub type Spill = Box<dyn FnMut(&mut Vec<Item>, &mut Vec<(Port, Item)>) + Send>;
 
 /// One of a stage's named output ports, by its place in the list its
@@ -256,6 +312,8 @@ impl fmt::Debug for Output {
 }
 
 impl Output {
+    /// An empty output: the runner makes one per worker; a stage's own
+    /// tests make one to call `apply` or `process` with.
     pub fn new() -> Self {
         Output {
             items: Vec::with_capacity(BATCH),
@@ -318,11 +376,13 @@ impl Output {
 
     /// Runner use: passes held outputs on early through `spill` once
     /// [`SPILL_AT`] are held (`None`: hold them all).
+    #[doc(hidden)]
     pub fn set_spill(&mut self, spill: Option<Spill>) {
         self.spill = spill;
     }
 
     /// Runner use: how many outputs were passed on early, in all.
+    #[doc(hidden)]
     pub fn spilled(&self) -> u64 {
         self.spilled
     }
@@ -346,6 +406,7 @@ impl Output {
     }
 
     /// Runner use: the records failed with [`Output::fail`].
+    #[doc(hidden)]
     pub fn take_failed(&mut self) -> Vec<(Item, StageError)> {
         std::mem::take(&mut self.failed)
     }
@@ -357,7 +418,7 @@ impl Output {
         self.stopping
     }
 
-    /// Set by the runner before it calls `finish`.
+    /// Runner use: set before it calls `finish`.
     #[doc(hidden)]
     pub fn set_run_stopping(&mut self, stopping: bool) {
         self.stopping = stopping;
@@ -374,32 +435,37 @@ impl Output {
         self.items.len() + self.routed.len()
     }
 
-    /// Whether nothing was emitted since the runner last took the outputs.
+    /// True when no item was emitted and not yet taken by the runner.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty() && self.routed.is_empty()
     }
 
     /// Runner use: sets the lineage that [`Output::emit`] gives outputs.
+    #[doc(hidden)]
     pub fn set_lineage(&mut self, lineage: Lineage) {
         self.current = lineage;
     }
 
     /// Runner use: takes back the current lineage (a failed input's).
+    #[doc(hidden)]
     pub fn take_lineage(&mut self) -> Lineage {
         std::mem::take(&mut self.current)
     }
 
     /// Runner use: the items emitted to the main output.
+    #[doc(hidden)]
     pub fn items_mut(&mut self) -> &mut Vec<Item> {
         &mut self.items
     }
 
     /// Runner use: the items emitted to the main output and to named ports.
+    #[doc(hidden)]
     pub fn outputs_mut(&mut self) -> (&mut Vec<Item>, &mut Vec<(Port, Item)>) {
         (&mut self.items, &mut self.routed)
     }
 
     /// Runner use: where the outputs stand now.
+    #[doc(hidden)]
     pub fn mark(&self) -> Mark {
         Mark {
             items: self.items.len(),
@@ -409,6 +475,7 @@ impl Output {
 
     /// Runner use: forgets what was emitted after `mark` (a failed
     /// attempt's outputs).
+    #[doc(hidden)]
     pub fn rewind(&mut self, mark: Mark) {
         self.items.truncate(mark.items);
         self.routed.truncate(mark.routed);
@@ -476,14 +543,17 @@ impl StageError {
         self
     }
 
+    /// What went wrong, as given when the error was made.
     pub fn message(&self) -> &str {
         &self.message
     }
 
+    /// Whether another attempt may succeed ([`StageError::retryable`]).
     pub fn is_retryable(&self) -> bool {
         self.retryable
     }
 
+    /// The wait asked for with [`StageError::with_retry_after`], if any.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }

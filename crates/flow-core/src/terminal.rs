@@ -2,7 +2,7 @@
 //!
 //! While the `flow` command draws its live progress lines on the terminal,
 //! anything else written there must land above them, not through them. The
-//! front end registers how with [`set_guard`]; a stage that writes to
+//! front end registers how (with `set_guard`); a stage that writes to
 //! standard output writes through [`stdout`], which runs each write under
 //! that guard (the lines are cleared, the write goes out, they are drawn
 //! again below it). With no guard set, [`stdout`] is plain
@@ -11,13 +11,15 @@
 use std::io::{self, Write};
 use std::sync::{Arc, RwLock};
 
-/// Runs the write it is given with the live lines set aside.
+/// Runner use: runs the write it is given with the live lines set aside.
+#[doc(hidden)]
 pub type Guard = Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
 
 static GUARD: RwLock<Option<Guard>> = RwLock::new(None);
 
-/// Sets the guard of every later write through [`stdout`]; `None` removes
-/// it. Called by the front end, not by stages.
+/// Runner use: sets the guard of every later write through [`stdout`];
+/// `None` removes it. Called by the front end, not by stages.
+#[doc(hidden)]
 pub fn set_guard(guard: Option<Guard>) {
     *GUARD.write().unwrap_or_else(|e| e.into_inner()) = guard;
 }

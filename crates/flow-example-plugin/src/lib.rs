@@ -3,21 +3,23 @@
 //! A stage type is an options struct (serde + schemars; its doc comments
 //! are what `flow stages slugify` prints), a worker that implements one of
 //! flow-core's stage traits, and an `inventory::submit!` that registers
-//! them. The package's binary (`src/main.rs`) is a complete custom `flow`
-//! with this type added.
+//! them. serde and schemars come from flow-core's re-exports, so the crate
+//! depends on flow-core (and flow-cli, for its binary) alone. The package's
+//! binary (`src/main.rs`) is a complete custom `flow` with this type added.
 
+use flow_core::schemars::JsonSchema;
+use flow_core::serde::Deserialize;
 use flow_core::value::{as_str, get, string};
 use flow_core::{
     BuildContext, ConfigError, Output, Stage, StageError, StageKind, StageOptions, StageType,
     Transform, Value,
 };
-use schemars::JsonSchema;
-use serde::Deserialize;
 
 /// Turns text into a URL slug: lowercase ASCII letters and digits joined by
 /// `-` ("Hello, World!" becomes "hello-world").
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(crate = "flow_core::serde", deny_unknown_fields)]
+#[schemars(crate = "flow_core::schemars")]
 pub struct SlugifyOptions {
     /// The object field holding the text; the slug is written to `slug`.
     /// Absent: the item itself is the text, and the output is the slug.
@@ -31,7 +33,9 @@ fn default_max() -> usize {
     64
 }
 
-/// One per worker; slugifying needs no state beyond the options.
+/// Made by the factory for each worker (and again if one is replaced after
+/// a panic or an abandoned timed-out call); it needs no state beyond the
+/// options.
 struct Slugify {
     field: Option<String>,
     max: usize,
