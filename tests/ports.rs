@@ -272,7 +272,8 @@ fn port_mistakes_are_errors_with_their_line_and_column() {
     assert_eq!(
         problems(&[("invalid: '(.customer", "_invalid: '(.customer")]),
         [
-            "21:7: stage \"triage\": with.routes._invalid: a port name is letters, digits, `_` and `-`, and does not start with `_` (`_unmatched` is the port of what no route took)"
+            "22:19: stage \"triage\": with.routes._invalid: a port name is letters, digits, `_` and `-`, and does not start with `_` (`_unmatched` is the port of what no route took)",
+            "30:14: stage \"invalid\": inputs: \"triage\" has no port \"invalid\" (did you mean \"_invalid\"?)",
         ]
     );
 }

@@ -60,6 +60,50 @@
 //! queue is drained) each worker's `finish` is called once, then the stage
 //! finishes and its consumers learn it. An error from `finish` stops the run.
 //! A sink is a processor whose outputs go nowhere: it emits nothing.
+//!
+//! # Outputs and ports
+//!
+//! [`Output::emit`] sends to the stage's main output, read as
+//! `inputs: [stage]`. A stage type that declares named ports
+//! ([`crate::StageOptions::ports`]) also sends with [`Output::emit_to`],
+//! read as `inputs: [stage.port]`. Failed items leave by the error port,
+//! which `on_error: <stage>` reads. Each output goes to every stage that
+//! reads it (a copy each); an output nothing reads discards its items
+//! (they count as filtered).
+//!
+//! # The order of calls: a contract
+//!
+//! For one run, the runner guarantees this order:
+//!
+//! 1. Every stage is built ([`crate::StageOptions::build`]); nothing has
+//!    run yet. Building has no side effects (see its documentation).
+//! 2. Each source's [`Source::next`] is called from one task, never
+//!    concurrently, until it returns [`Next::Done`] or an error, or the
+//!    run stops (then a pending call may be dropped: the items it emitted
+//!    are abandoned if they could not be sent).
+//! 3. Meanwhile each processor or sink worker is made by its factory, then
+//!    gets `apply` / `process` once per attempt per item (with `commit`
+//!    after each successful batch or attempt of a [`Transform`], `flush`
+//!    when its input runs dry, `on_deadline` when its deadline passes), in
+//!    the order it takes items from its queue.
+//! 4. When its input is finished, each worker's `finish` runs once (with
+//!    [`Output::run_stopping`] telling whether the run is ending early),
+//!    then the worker is dropped.
+//! 5. Each source item's completion hook ([`crate::Lineage::with_hook`])
+//!    runs exactly once, with its [`crate::Outcome`], when the last item
+//!    made from it is gone: written by a sink, filtered out, dropped,
+//!    dead-lettered, or abandoned by a stop. Hooks run on the runner's
+//!    threads, in no particular order, while the run goes.
+//! 6. Once every processor and sink worker has ended (so every hook of
+//!    every item has run), each source's [`Source::close`] is awaited. This
+//!    happens on every end: finished, failed or interrupted; only a second
+//!    Ctrl-C, which exits at once, skips it. One exception to "every hook
+//!    has run": a call the runner gave up on while it ran on a blocking
+//!    thread (a [`Transform`] that is not interruptible, under a
+//!    `timeout:`) holds its item until it returns, so that item's hook
+//!    (reporting it failed) may run later, or never if the process exits
+//!    first; a source must treat an item it heard nothing of as abandoned.
+//! 7. The report is made and the process exits.
 
 use std::fmt;
 use std::time::Duration;

@@ -6,6 +6,12 @@
 //! them. serde and schemars come from flow-core's re-exports, so the crate
 //! depends on flow-core (and flow-cli, for its binary) alone. The package's
 //! binary (`src/main.rs`) is a complete custom `flow` with this type added.
+//!
+//! A second type, [`blocks`], is a sink that buffers: the example to copy
+//! for one, since a buffering sink must hold its items' lineages until its
+//! write is done.
+
+pub mod blocks;
 
 use flow_core::schemars::JsonSchema;
 use flow_core::serde::Deserialize;

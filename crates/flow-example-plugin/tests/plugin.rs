@@ -78,3 +78,28 @@ fn custom_binary_validates_a_pipeline_using_the_plugin_type() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_buffering_sink_writes_every_item_in_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "stages:\n  - {name: n, type: generate, with: {count: 250}}\n  - {name: save, type: blocks, with: {path: out.jsonl, block: 100}}\n",
+    )
+    .unwrap();
+    let out = flow()
+        .arg("run")
+        .arg(&file)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let numbers: Vec<i64> = written.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(numbers, (0..250).collect::<Vec<_>>());
+}
