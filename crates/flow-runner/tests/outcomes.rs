@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Tag, early, hooks, records, run_pipeline, stage, tags};
+use common::{Closed, Tag, closes, early, hooks, records, run_pipeline, stage, tags};
 use flow_core::Outcome::{self, Abandoned, DeadLettered, Delivered, Dropped};
 use flow_runner::Status;
 
@@ -191,4 +191,37 @@ stages:
             .all(|i| tags(id, "out").contains(&("src".into(), *i))),
         "delivered but never reached the sink"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_closes_once_after_every_outcome_whatever_ends_the_run() {
+    for (end, status) in [
+        ("finished", Status::Partial),
+        ("interrupted", Status::Interrupted),
+        ("failed", Status::Failed),
+    ] {
+        let id = format!("outcomes-close-{end}");
+        let source = match end {
+            "interrupted" => "{ id: $ID, hook: true, batch: 7, interrupt_at: 300 }",
+            _ => "{ id: $ID, count: 500, hook: true, batch: 7 }",
+        };
+        let on_error = if end == "failed" { "fail" } else { "drop" };
+        let yaml = format!(
+            r#"
+stages:
+  - {{ name: src, type: t_source, with: {source} }}
+  - {{ name: pass, type: t_fail, workers: 3, queue: 8, on_error: {on_error}, with: {{ worker: processor, fail_mod: 1000, fail_rem: 400 }} }}
+  - {{ name: out, type: t_buffer, with: {{ id: $ID, flush_every: 50 }} }}
+"#
+        );
+        let report = run_pipeline(&id, &yaml).await;
+        assert_eq!(report.status, status, "{end}: {report:?}");
+        let closed = closes(&id, "src");
+        assert_eq!(closed.len(), 1, "{end}: {closed:?}");
+        let Closed { emitted, reported } = closed[0];
+        assert!(emitted > 0, "{end}");
+        assert_eq!(reported, emitted, "{end}: close ran before every outcome");
+        // And each outcome was reported once.
+        let _ = outcomes(&id);
+    }
 }

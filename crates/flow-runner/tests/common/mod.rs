@@ -282,6 +282,25 @@ pub struct SourceOptions {
     payload: Option<usize>,
 }
 
+/// What a source saw when its `close` ran: how many of its items' hooks
+/// were registered, and how many had fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub emitted: usize,
+    pub reported: usize,
+}
+
+/// `close` calls of each source, by `"<id>/<stage>"`.
+static CLOSES: LazyLock<Mutex<HashMap<String, Vec<Closed>>>> = LazyLock::new(Default::default);
+
+/// The `close` calls of source `stage` of test `id`.
+pub fn closes(id: &str, stage: &str) -> Vec<Closed> {
+    lock(&CLOSES)
+        .get(&key(id, stage))
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn batch() -> usize {
     BATCH
 }
@@ -331,6 +350,21 @@ impl Source for TestSource {
 
     fn total(&self) -> Option<u64> {
         self.options.count.map(|c| c as u64)
+    }
+
+    async fn close(&mut self) -> Result<(), StageError> {
+        let id = &self.options.id;
+        let (emitted, reported) = lock(&HOOKS).get(id).map_or((0, 0), |items| {
+            let mine = items.iter().filter(|((src, _), _)| *src == self.name);
+            mine.fold((0, 0), |(e, r), (_, o)| {
+                (e + 1, r + usize::from(!o.is_empty()))
+            })
+        });
+        lock(&CLOSES)
+            .entry(key(id, &self.name))
+            .or_default()
+            .push(Closed { emitted, reported });
+        Ok(())
     }
 }
 
