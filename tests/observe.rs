@@ -606,3 +606,76 @@ stages:
     assert!(dom.contains("--dashboard-items"), "{dom}");
     assert_eq!(flow.exit_code_within(Duration::from_secs(60)), 3);
 }
+
+/// A route whose ports feed a slow stage and a fast one: the run lasts
+/// long enough to be watched after the route has seen every item.
+fn routed_pipeline(dir: &Path) -> PathBuf {
+    write_pipeline(
+        dir,
+        "routed.yaml",
+        "name: routed
+stages:
+  - { name: numbers, type: generate, with: { count: 20 } }
+  - name: split
+    type: route
+    with:
+      routes:
+        even: '. % 2 == 0'
+  - { name: slow, type: sleep, inputs: [split.even], queue: 16, with: { duration: 100ms } }
+  - { name: rest, type: drop, inputs: [split._unmatched] }
+  - { name: out, type: drop, inputs: [slow] }
+",
+    )
+}
+
+#[test]
+fn metrics_and_the_dashboard_show_each_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = routed_pipeline(dir.path());
+    let mut flow = Watched::start(
+        &pipeline,
+        &[
+            "--quiet",
+            "--metrics",
+            "127.0.0.1:0",
+            "--dashboard",
+            "127.0.0.1:0",
+        ],
+    );
+    let report = flow.report_when(|r| stage(r, "split")["items_in"].as_u64() == Some(20));
+    assert_eq!(
+        stage(&report, "split")["outputs"],
+        serde_json::json!({"even": 10, "_unmatched": 10})
+    );
+    let (status, text) = get(flow.metrics.unwrap(), "/metrics");
+    assert_eq!(status, 200);
+    let labels =
+        |port: &str| format!("pipeline=\"routed\",stage=\"split\",type=\"route\",port=\"{port}\"");
+    assert_eq!(
+        sample(&text, "flow_stage_items_out_total", &labels("even")),
+        Some(10.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "flow_stage_items_out_total", &labels("_unmatched")),
+        Some(10.0)
+    );
+    // A stage without ports keeps one series, without the label.
+    assert!(
+        sample(
+            &text,
+            "flow_stage_items_out_total",
+            "pipeline=\"routed\",stage=\"numbers\",type=\"generate\""
+        )
+        .is_some(),
+        "{text}"
+    );
+    if let Some(chromium) = chromium() {
+        let url = format!("http://{}/", flow.dashboard.unwrap());
+        let dom = rendered_dom(&chromium, &url, 2_000);
+        assert!(dom.contains("data-port=\"even\""), "{dom}");
+        assert!(dom.contains(">even 10<"), "{dom}");
+        assert!(dom.contains(">_unmatched 10<"), "{dom}");
+    }
+    assert_eq!(flow.exit_code_within(Duration::from_secs(60)), 0);
+}
