@@ -1,6 +1,8 @@
 //! Random pipeline graphs: whatever the shape (fan-in, fan-out, diamonds,
-//! worker pools, tiny queues), every item reaches every sink once per path
-//! that leads there from its source, and every completion hook fires once.
+//! worker pools, tiny queues, a stage that drops some items), every item
+//! reaches every sink once per path that leads there from its source
+//! (avoiding the dropping stage, for a dropped item), and every source item
+//! gets exactly one outcome: dropped if it failed anywhere, else delivered.
 
 mod common;
 
@@ -21,6 +23,9 @@ struct Graph {
     counts: Vec<i64>,
     /// The stages after the sources.
     stages: Vec<Node>,
+    /// A processor (by index in the whole graph) that fails and drops the
+    /// items whose index is a multiple of the modulus.
+    fail: Option<(usize, i64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -58,8 +63,15 @@ impl Graph {
     /// `paths[k][s]`: how many distinct paths lead from source `s` to
     /// stage `k`.
     fn paths(&self) -> Vec<Vec<u64>> {
+        self.paths_through(None)
+    }
+
+    /// [`Graph::paths`] for an item that stage `blocked` drops: paths into
+    /// it still count, none lead on from it.
+    fn paths_through(&self, blocked: Option<usize>) -> Vec<Vec<u64>> {
         let sources = self.counts.len();
         let mut paths: Vec<Vec<u64>> = Vec::with_capacity(self.len());
+        let mut onward: Vec<Vec<u64>> = Vec::with_capacity(self.len());
         // Inputs always come earlier, so index order is topological.
         for k in 0..self.len() {
             let mut to_k = vec![0u64; sources];
@@ -68,12 +80,23 @@ impl Graph {
             }
             for &j in self.inputs(k) {
                 to_k.iter_mut()
-                    .zip(&paths[j])
+                    .zip(&onward[j])
                     .for_each(|(n, via)| *n += via);
             }
+            onward.push(if blocked == Some(k) {
+                vec![0; sources]
+            } else {
+                to_k.clone()
+            });
             paths.push(to_k);
         }
         paths
+    }
+
+    /// Whether item `i` of source `s` fails (at the failing stage).
+    fn fails(&self, s: usize, i: i64) -> bool {
+        self.fail
+            .is_some_and(|(f, m)| i % m == 0 && self.paths()[f][s] > 0)
     }
 
     fn yaml(&self) -> String {
@@ -95,14 +118,16 @@ impl Graph {
             } else {
                 "transform"
             };
-            let (type_name, with) = if self.is_read(k) {
+            let (type_name, with) = if let Some((_, m)) = self.fail.filter(|(f, _)| *f == k) {
+                ("t_fail", format!("{{ worker: {worker}, fail_mod: {m} }}"))
+            } else if self.is_read(k) {
                 ("t_pass", format!("{{ worker: {worker} }}"))
             } else {
                 ("t_sink", format!("{{ id: $ID, worker: {worker} }}"))
             };
             let _ = writeln!(
                 y,
-                "  - name: {}\n    type: {type_name}\n    inputs: [{}]\n    workers: {}\n    queue: {}\n    with: {with}",
+                "  - name: {}\n    type: {type_name}\n    inputs: [{}]\n    workers: {}\n    queue: {}\n    on_error: drop\n    with: {with}",
                 self.name(k),
                 inputs.join(", "),
                 node.workers,
@@ -118,7 +143,12 @@ type RawNode = (u16, usize, usize, bool);
 
 /// Builds a valid graph: a node with no chosen input reads the stage just
 /// before it, and a source that nobody reads is given to a later stage.
-fn graph(counts: Vec<i64>, raw: Vec<RawNode>, adopt: Vec<usize>) -> Graph {
+fn graph(
+    counts: Vec<i64>,
+    raw: Vec<RawNode>,
+    adopt: Vec<usize>,
+    fail: Option<(usize, i64)>,
+) -> Graph {
     let sources = counts.len();
     let mut stages: Vec<Node> = raw
         .into_iter()
@@ -143,7 +173,16 @@ fn graph(counts: Vec<i64>, raw: Vec<RawNode>, adopt: Vec<usize>) -> Graph {
             stages[j].inputs.push(s);
         }
     }
-    Graph { counts, stages }
+    let mut g = Graph {
+        counts,
+        stages,
+        fail: None,
+    };
+    let processors: Vec<usize> = (sources..g.len()).filter(|&k| g.is_read(k)).collect();
+    g.fail = fail
+        .filter(|_| !processors.is_empty())
+        .map(|(pick, m)| (processors[pick % processors.len()], m));
+    g
 }
 
 fn graphs() -> impl Strategy<Value = Graph> {
@@ -152,8 +191,9 @@ fn graphs() -> impl Strategy<Value = Graph> {
         prop::collection::vec(0..=300i64, 1..=3),
         prop::collection::vec(node, 1..=6),
         prop::collection::vec(any::<usize>(), 3),
+        prop::option::of((any::<usize>(), 2..=5i64)),
     )
-        .prop_map(|(counts, raw, adopt)| graph(counts, raw, adopt))
+        .prop_map(|(counts, raw, adopt, fail)| graph(counts, raw, adopt, fail))
 }
 
 /// Tells the cases apart in the shared recorders.
@@ -168,26 +208,60 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
         .build()
         .expect("a runtime starts");
     let report = runtime.block_on(run_pipeline(&id, &yaml));
-    prop_assert_eq!(report.status, Status::Ok, "{:?}\n{}", report, yaml);
-    prop_assert_eq!(report.exit_code(), 0);
+    let items = || {
+        g.counts
+            .iter()
+            .enumerate()
+            .flat_map(|(s, &count)| (0..count).map(move |i| (s, i)))
+    };
+    let any_fails = items().any(|(s, i)| g.fails(s, i));
+    let expected_status = if any_fails {
+        Status::Partial
+    } else {
+        Status::Ok
+    };
+    prop_assert_eq!(report.status, expected_status, "{:?}\n{}", report, yaml);
 
+    // Paths to each stage of an item that goes through, and of one that
+    // the failing stage drops (into it, not on from it).
     let paths = g.paths();
+    let dropped_paths = g.paths_through(g.fail.map(|(f, _)| f));
+    let paths_of = |s: usize, i: i64| {
+        if g.fails(s, i) {
+            &dropped_paths
+        } else {
+            &paths
+        }
+    };
     let sources = g.counts.len();
-    for (k, from) in paths.iter().enumerate().skip(sources) {
+    for k in sources..g.len() {
         let name = g.name(k);
-        let reached: u64 = from.iter().zip(&g.counts).map(|(n, &c)| n * c as u64).sum();
-        let s = stage(&report, &name);
-        prop_assert_eq!(s.items_in, reached, "items into {}\n{}", name, yaml);
+        let reached: u64 = items().map(|(s, i)| paths_of(s, i)[k][s]).sum();
+        let st = stage(&report, &name);
+        prop_assert_eq!(st.items_in, reached, "items into {}\n{}", name, yaml);
         if g.is_read(k) {
-            prop_assert_eq!(s.items_out, reached, "items out of {}\n{}", name, yaml);
+            let failed: u64 = match g.fail {
+                Some((f, _)) if f == k => items()
+                    .filter(|&(s, i)| g.fails(s, i))
+                    .map(|(s, _)| paths[k][s])
+                    .sum(),
+                _ => 0,
+            };
+            prop_assert_eq!(st.dropped, failed, "dropped at {}\n{}", name, yaml);
+            prop_assert_eq!(
+                st.items_out,
+                reached - failed,
+                "items out of {}\n{}",
+                name,
+                yaml
+            );
             continue;
         }
         let mut expected: HashMap<Tag, u64> = HashMap::new();
-        for (s, (&n, &count)) in from.iter().zip(&g.counts).enumerate() {
+        for (s, i) in items() {
+            let n = paths_of(s, i)[k][s];
             if n > 0 {
-                for i in 0..count {
-                    expected.insert((g.name(s), i), n);
-                }
+                expected.insert((g.name(s), i), n);
             }
         }
         let mut got: HashMap<Tag, u64> = HashMap::new();
@@ -197,15 +271,23 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
         prop_assert_eq!(got, expected, "items at sink {}\n{}", name, yaml);
     }
 
+    // Every source item: exactly one outcome, the right one.
     let hooks = hooks(&id);
     let emitted: i64 = g.counts.iter().sum();
     prop_assert_eq!(hooks.len() as i64, emitted);
-    for (tag, outcomes) in &hooks {
+    for (s, i) in items() {
+        let tag = (g.name(s), i);
+        let expected = if g.fails(s, i) {
+            Outcome::Dropped
+        } else {
+            Outcome::Delivered
+        };
         prop_assert_eq!(
-            outcomes.as_slice(),
-            &[Outcome::Delivered],
-            "hook of {:?}",
-            tag
+            hooks[&tag].as_slice(),
+            &[expected],
+            "hook of {:?}\n{}",
+            tag,
+            yaml
         );
     }
     prop_assert!(common::early(&id).is_empty(), "{:?}", common::early(&id));
