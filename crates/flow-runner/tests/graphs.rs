@@ -234,7 +234,7 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
         }
     };
     let sources = g.counts.len();
-    for k in sources..g.len() {
+    for (k, here) in paths.iter().enumerate().skip(sources) {
         let name = g.name(k);
         let reached: u64 = items().map(|(s, i)| paths_of(s, i)[k][s]).sum();
         let st = stage(&report, &name);
@@ -243,7 +243,7 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
             let failed: u64 = match g.fail {
                 Some((f, _)) if f == k => items()
                     .filter(|&(s, i)| g.fails(s, i))
-                    .map(|(s, _)| paths[k][s])
+                    .map(|(s, _)| here[s])
                     .sum(),
                 _ => 0,
             };
