@@ -48,15 +48,8 @@ pub struct Expanded {
     pub whole: bool,
 }
 
-impl Expanded {
-    /// The byte offset in the original text that byte `offset` of the
-    /// result comes from: inside a replacement, the reference's `$`.
-    pub fn written_offset(&self, offset: usize) -> usize {
-        written_offset(&self.substitutions, offset)
-    }
-}
-
-/// [`Expanded::written_offset`] for a list of substitutions.
+/// The byte offset in the original text that byte `offset` of the
+/// substituted text comes from: inside a replacement, the reference's `$`.
 pub fn written_offset(substitutions: &[Substitution], offset: usize) -> usize {
     let mut shift: isize = 0;
     for s in substitutions {
@@ -129,6 +122,7 @@ pub fn expand(
 }
 
 /// [`expand`], for the text alone.
+#[cfg(test)]
 pub fn interpolate(
     text: &str,
     env: impl Fn(&str) -> Option<String>,
@@ -267,14 +261,14 @@ mod tests {
     fn offsets_in_the_result_map_back_to_the_written_text() {
         let e = expand("ab${HOME_DIR}cd$$e", env).unwrap().unwrap();
         assert_eq!(e.text, "ab/home/xcd$e");
-        assert_eq!(e.written_offset(1), 1);
+        assert_eq!(written_offset(&e.substitutions, 1), 1);
         // Inside the value: its `$`.
-        assert_eq!(e.written_offset(4), 2);
+        assert_eq!(written_offset(&e.substitutions, 4), 2);
         // `c` is byte 9 of the result, written at byte 13.
-        assert_eq!(e.written_offset(9), 13);
+        assert_eq!(written_offset(&e.substitutions, 9), 13);
         // `$$` is one byte in the result; `e` after it.
-        assert_eq!(e.written_offset(11), 15);
-        assert_eq!(e.written_offset(12), 17);
+        assert_eq!(written_offset(&e.substitutions, 11), 15);
+        assert_eq!(written_offset(&e.substitutions, 12), 17);
     }
 
     #[test]

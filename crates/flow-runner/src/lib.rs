@@ -1,32 +1,37 @@
 //! flow's runner: from a pipeline file to a finished run.
 //!
-//! * [`plan`]: reads a pipeline file ([`yaml`], [`interpolate`], [`spec`]),
+//! * [`plan`]: reads a pipeline file (`yaml.rs`, `interpolate.rs`, [`spec`]),
 //!   checks everything (with `file:line:column` for each problem) and builds
 //!   every stage: a [`plan::Plan`].
-//! * [`run`]: executes a plan: bounded [`queue`]s, a task per source,
+//! * [`mod@run`]: executes a plan: bounded queues (`queue.rs`), a task per source,
 //!   worker pools (`worker.rs`: the layers around each stage call), the
 //!   path out of a stage (`outlet.rs`: ports, `on_error`, counts,
 //!   outcomes), stopping (`stop.rs`), orderly completion.
 //! * [`stats`]: live counters and the end-of-run [`stats::Report`].
 //!
+//! Only what the command line and tests need is public: loading
+//! ([`load`]), running ([`run()`], [`Running`], [`RunControl`],
+//! [`Monitor`]), the plan and its graph (for `flow graph`), the spec (for
+//! `flow schema`) and the stats.
+//!
 //! The runner knows no stage type: stages come from the registry in
 //! `flow-core`, filled by whatever crates the binary links.
 
-pub mod control;
-pub mod error;
-pub mod interpolate;
+mod control;
+mod error;
+mod interpolate;
 mod outlet;
-pub mod panics;
+mod panics;
 pub mod plan;
-pub mod queue;
-pub mod rate;
+mod queue;
+mod rate;
 pub mod run;
 pub mod spec;
 pub mod stats;
 mod stop;
 pub mod suggest;
 mod worker;
-pub mod yaml;
+mod yaml;
 
 pub use error::{Problem, Problems};
 pub use plan::{Plan, load, load_str};

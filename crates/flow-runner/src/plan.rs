@@ -138,9 +138,9 @@ pub fn load(path: &Path) -> Result<Plan, Problems> {
 
 /// [`load()`] for a file's text, with `env` giving the variables.
 ///
-/// The text is parsed first, within the bounds of [`crate::yaml`]; then
+/// The text is parsed first, within the bounds of `yaml.rs`; then
 /// `${VAR}` references are replaced inside scalar values (see
-/// [`crate::interpolate`]); then the typed form is read and every check
+/// `interpolate.rs`); then the typed form is read and every check
 /// runs. Time and memory are linear in the text's length.
 pub fn load_str(
     text: &str,

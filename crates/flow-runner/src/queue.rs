@@ -201,6 +201,7 @@ pub struct QueueStats {
 impl Queue {
     /// A FIFO queue for `stage`'s input holding at most `capacity` items,
     /// fed by `producers` upstream stages.
+    #[cfg(test)]
     pub fn new(stage: &str, capacity: usize, producers: usize) -> Self {
         Self::with_config(stage, QueueConfig::fifo(capacity), producers)
     }
@@ -494,10 +495,6 @@ impl Queue {
     /// Items queued now.
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.config.capacity
     }
 
     pub fn stats(&self) -> QueueStats {

@@ -8,10 +8,10 @@
 //!
 //! What a file may ask for is bounded, so that no file can make `flow
 //! validate` or a run exhaust memory or overflow a clock: see the `MAX_`
-//! constants here, [`crate::control::MAX_QUEUE_BYTES`],
-//! [`crate::rate::MAX_PER_SECOND`], [`flow_core::MAX_DURATION`] (365 days,
+//! constants here, `MAX_QUEUE_BYTES` (64 GiB),
+//! `MAX_PER_SECOND` (1,000,000), [`flow_core::MAX_DURATION`] (365 days,
 //! for every duration) and, for the file itself, [`crate::plan::MAX_FILE_BYTES`]
-//! and the bounds in [`crate::yaml`].
+//! and the bounds in `yaml.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
