@@ -7,6 +7,9 @@
 #
 #   benches/passthrough.sh              # N=10000000 ROUNDS=5
 #   N=1000000 ROUNDS=3 benches/passthrough.sh
+#   FLOW_BEFORE=/path/to/older/flow benches/passthrough.sh
+#                                       # also an older build, in the same rounds
+#                                       # (a change's cost, measured side by side)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000000}
@@ -34,7 +37,14 @@ for round in $(seq "$ROUNDS"); do
   flow_rate=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["items_per_s"])' "$tmp/stats.json")
   printf 'round %d: tokio %12.0f items/s (wall %.3fs)   flow %12.0f items/s (wall %.3fs)\n' \
     "$round" "$tokio_rate" "$t" "$flow_rate" "$f"
-  echo "$tokio_rate $t $flow_rate $f" >>"$tmp/results"
+  if [ -n "${FLOW_BEFORE:-}" ]; then
+    b=$(COUNT=$N wall "$FLOW_BEFORE" run benches/passthrough.yaml --quiet --stats-json "$tmp/stats.json")
+    before_rate=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["items_per_s"])' "$tmp/stats.json")
+    printf '         before %12.0f items/s (wall %.3fs)\n' "$before_rate" "$b"
+    echo "$tokio_rate $t $flow_rate $f $before_rate $b" >>"$tmp/results"
+  else
+    echo "$tokio_rate $t $flow_rate $f" >>"$tmp/results"
+  fi
 done
 
 python3 - "$tmp/results" "$N" <<'PY'
@@ -47,6 +57,11 @@ print(f"medians over {len(rows)} rounds, {n} items:")
 print(f"  tokio baseline : {tokio:14,.0f} items/s   wall {tokio_wall:.3f}s")
 print(f"  flow           : {flow:14,.0f} items/s   wall {flow_wall:.3f}s")
 print(f"  ratio flow/tokio (items/s): {flow / tokio:.2f}   (wall, process start to exit): {tokio_wall / flow_wall:.2f}")
+if len(rows[0]) > 4:
+    before, before_wall = med(4), med(5)
+    print(f"  before         : {before:14,.0f} items/s   wall {before_wall:.3f}s")
+    print(f"  ratio before/tokio (items/s): {before / tokio:.2f}   (wall): {tokio_wall / before_wall:.2f}")
+    print(f"  ratio flow/before (items/s): {flow / before:.2f}")
 PY
 
 for count in $((N / 10)) "$N"; do
