@@ -50,6 +50,10 @@ struct HookedOptions {
     /// The first item's `i` (items are `start..start + count`).
     #[serde(default)]
     start: i64,
+    /// A file the items are written to: when an item's hook reports it
+    /// delivered, its line must be in the file already (else it is
+    /// recorded as early).
+    check_file: Option<String>,
 }
 
 struct Hooked {
@@ -69,11 +73,21 @@ impl Source for Hooked {
         let batch = if o.interval_ms.is_some() { 1 } else { o.count };
         for _ in 0..batch.min(o.count - self.next) {
             let (i, id) = (o.start + self.next, o.id.clone());
+            let check_file = o.check_file.clone();
             lock(&HOOKS)
                 .entry(id.clone())
                 .or_default()
                 .insert(i, Vec::new());
             let hook = Lineage::with_hook(move |outcome| {
+                if let Some(file) = &check_file
+                    && outcome == Outcome::Delivered
+                {
+                    let line = format!("{{\"i\":{i}}}");
+                    let written = std::fs::read_to_string(file).unwrap_or_default();
+                    if !written.lines().any(|l| l == line) {
+                        lock(&EARLY).entry(id.clone()).or_default().push(i);
+                    }
+                }
                 lock(&HOOKS)
                     .get_mut(&id)
                     .unwrap()
@@ -397,5 +411,34 @@ stages:
     assert_eq!(
         lock(&EARLY).get(id).cloned().unwrap_or_default(),
         Vec::<i64>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_reports_an_item_delivered_only_once_its_line_is_in_the_file() {
+    let id = "batch-hooks-write";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.jsonl");
+    let report = run(
+        id,
+        &r#"
+stages:
+  - name: src
+    type: t_hooked
+    with: { id: $ID, count: 3000, check_file: FILE }
+  - name: out
+    type: write
+    workers: 2
+    with: { path: FILE }
+"#
+        .replace("FILE", &file.display().to_string()),
+    )
+    .await;
+    assert_eq!(report.status, Status::Ok, "{report:?}");
+    assert_eq!(outcomes(id), vec![Outcome::Delivered; 3000]);
+    assert_eq!(
+        lock(&EARLY).get(id).cloned().unwrap_or_default(),
+        Vec::<i64>::new(),
+        "delivered before written"
     );
 }
