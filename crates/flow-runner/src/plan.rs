@@ -10,11 +10,11 @@
 //! `on_error` and the wiring; `plan/graph.rs` has the graph's edges and
 //! the search for cycles; `plan/control.rs` checks the flow-control keys;
 //! `plan/build.rs` builds each stage through the registry; `plan/teach.rs`
-//! words the messages that teach.
+//! words the messages that teach. The submodules never import this file:
+//! the types they share live in them (`OnError` in `graph.rs`,
+//! `PlannedStage` in `build.rs`) and are re-exported here.
 
 use std::path::{Path, PathBuf};
-
-use flow_core::{Stage, StageKind};
 
 mod build;
 mod checks;
@@ -23,11 +23,11 @@ mod graph;
 mod load;
 mod teach;
 
-use crate::control::FlowControl;
 use crate::error::Problems;
-use crate::queue::QueueConfig;
+pub use build::PlannedStage;
 use checks::Checker;
-pub use graph::{Edge, EdgeKind};
+pub use graph::{Edge, EdgeKind, OnError};
+pub use load::MAX_FILE_BYTES;
 
 /// A validated pipeline whose stages are built and wired, ready to run.
 pub struct Plan {
@@ -41,38 +41,6 @@ pub struct Plan {
     consumers: Vec<Vec<usize>>,
     /// For each stage, the stages whose items go to its input queue.
     producers: Vec<Vec<usize>>,
-}
-
-/// One stage of a [`Plan`].
-pub struct PlannedStage {
-    pub name: String,
-    pub type_name: String,
-    pub kind: StageKind,
-    /// Indices of the stages this one reads from.
-    pub inputs: Vec<usize>,
-    /// For each of `inputs`, the port it reads: `None` for the main
-    /// output, else the index in that stage's `ports.names`.
-    pub input_ports: Vec<Option<u32>>,
-    /// Its named output ports.
-    pub ports: flow_core::Ports,
-    pub workers: usize,
-    /// The input queue: capacity, order, byte bound (unused by sources).
-    pub queue: QueueConfig,
-    /// Rate limit, retries, timeout, output order.
-    pub control: FlowControl,
-    pub on_error: OnError,
-    pub stage: Stage,
-}
-
-/// What happens to an item whose processing failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnError {
-    /// Count it as dropped, log it, go on.
-    Drop,
-    /// Stop the run (exit code 1).
-    Fail,
-    /// Send `{"item", "error"}` to this stage.
-    DeadLetter(usize),
 }
 
 impl Plan {
@@ -111,23 +79,6 @@ impl Plan {
         &self.producers[i]
     }
 }
-
-impl graph::Wiring for PlannedStage {
-    fn inputs(&self) -> &[usize] {
-        &self.inputs
-    }
-
-    fn input_ports(&self) -> &[Option<u32>] {
-        &self.input_ports
-    }
-
-    fn on_error(&self) -> OnError {
-        self.on_error
-    }
-}
-
-/// The largest pipeline file: 16 MiB.
-pub const MAX_FILE_BYTES: usize = 16 << 20;
 
 /// Reads (at most [`MAX_FILE_BYTES`]), parses, interpolates (from the
 /// process environment), checks and builds the pipeline file at `path`.

@@ -7,9 +7,12 @@ use std::path::Path;
 use flow_core::{BuildContext, ConfigError, Stage, StageKind};
 
 use super::checks::{Checked, Checker};
+use super::graph::{self, OnError};
 use super::load::friendly;
-use super::{PlannedStage, teach};
+use super::teach;
+use crate::control::FlowControl;
 use crate::error::Problem;
+use crate::queue::QueueConfig;
 use crate::spec::{MAX_QUEUE, MAX_TOTAL_WORKERS, MAX_WORKERS, PipelineSpec, StageSpec};
 
 impl Checker<'_> {
@@ -205,5 +208,40 @@ impl Checker<'_> {
             format!("with.{}: {}", e.key, friendly(&e.message))
         };
         self.report(Some(&s.name), pos, message);
+    }
+}
+
+/// One stage of a [`Plan`](crate::Plan).
+pub struct PlannedStage {
+    pub name: String,
+    pub type_name: String,
+    pub kind: StageKind,
+    /// Indices of the stages this one reads from.
+    pub inputs: Vec<usize>,
+    /// For each of `inputs`, the port it reads: `None` for the main
+    /// output, else the index in that stage's `ports.names`.
+    pub input_ports: Vec<Option<u32>>,
+    /// Its named output ports.
+    pub ports: flow_core::Ports,
+    pub workers: usize,
+    /// The input queue: capacity, order, byte bound (unused by sources).
+    pub queue: QueueConfig,
+    /// Rate limit, retries, timeout, output order.
+    pub control: FlowControl,
+    pub on_error: OnError,
+    pub stage: Stage,
+}
+
+impl graph::Wiring for PlannedStage {
+    fn inputs(&self) -> &[usize] {
+        &self.inputs
+    }
+
+    fn input_ports(&self) -> &[Option<u32>] {
+        &self.input_ports
+    }
+
+    fn on_error(&self) -> OnError {
+        self.on_error
     }
 }

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use flow_core::{Ports, StageKind, StageType};
 
-use super::OnError;
-use super::graph::{self, Edge, EdgeKind, Wiring, find_cycle};
+use super::graph::{self, Edge, EdgeKind, OnError, Wiring, find_cycle};
 use crate::error::{Problem, Problems};
 use crate::rate::Limiter;
 use crate::spec::{MAX_NAME, PipelineSpec, StageSpec};

@@ -7,7 +7,16 @@
 
 use std::collections::HashSet;
 
-use super::OnError;
+/// What happens to an item whose processing failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Count it as dropped, log it, go on.
+    Drop,
+    /// Stop the run (exit code 1).
+    Fail,
+    /// Send `{"item", "error"}` to this stage.
+    DeadLetter(usize),
+}
 
 /// One edge of the pipeline's graph: items of `from` go to `to`'s input
 /// queue.

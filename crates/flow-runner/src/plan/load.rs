@@ -6,11 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
-use super::{MAX_FILE_BYTES, teach};
+use super::teach;
 use crate::error::{Problem, Problems};
 use crate::spec::{MAX_LIMITS, MAX_STAGES, PipelineSpec};
 use crate::suggest::{did_you_mean, hint};
 use crate::yaml::{self, Doc, Pos};
+
+/// The largest pipeline file: 16 MiB.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
 
 /// The text of the pipeline file at `path`: at most [`MAX_FILE_BYTES`],
 /// UTF-8.
