@@ -95,6 +95,14 @@ enum Command {
         /// in the report) and the run ends.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = flow_core::parse_duration)]
         drain_timeout: std::time::Duration,
+        /// Make the run durable: save checkpoints in this directory, and
+        /// resume from the last one when the same command runs again after
+        /// a crash, `kill -9` or Ctrl-C (overrides `state:` in the file).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// With a durable run: discard the checkpoint and start over.
+        #[arg(long)]
+        fresh: bool,
         /// The token every request to --dashboard and --metrics must carry
         /// (`?token=` or `Authorization: Bearer`), also taken from
         /// FLOW_DASHBOARD_TOKEN. Beyond loopback one is required: flow makes
@@ -222,6 +230,8 @@ fn run_cli() -> u8 {
             metrics,
             dashboard,
             drain_timeout,
+            state,
+            fresh,
             dashboard_token,
             dashboard_items,
             dashboard_allow_host,
@@ -235,6 +245,8 @@ fn run_cli() -> u8 {
                 metrics,
                 dashboard,
                 drain_timeout,
+                state,
+                fresh,
                 access: serve::Access {
                     token: dashboard_token.or_else(|| {
                         std::env::var(serve::TOKEN_ENV)
@@ -333,6 +345,10 @@ struct RunOptions {
     metrics: Option<std::net::SocketAddr>,
     dashboard: Option<std::net::SocketAddr>,
     drain_timeout: std::time::Duration,
+    /// `--state`: the directory of a durable run.
+    state: Option<PathBuf>,
+    /// `--fresh`: discard a durable run's checkpoint.
+    fresh: bool,
     /// Who may see --dashboard and --metrics, and how much.
     access: serve::Access,
 }
@@ -343,13 +359,24 @@ struct RunOptions {
 const THREAD_STACK: usize = 32 << 20;
 
 fn run(path: &std::path::Path, options: RunOptions) -> u8 {
-    let plan = match flow_runner::load(path) {
+    let mut plan = match flow_runner::load(path) {
         Ok(plan) => plan,
         Err(problems) => {
             eprintln!("{problems}");
             return exit::BAD_INPUT;
         }
     };
+    if let Some(dir) = options.state.clone().or_else(|| plan.state.clone()) {
+        if let Err(why) = flow_runner::durable::prepare(&mut plan, &dir, options.fresh) {
+            eprintln!("flow: {why}");
+            return exit::BAD_INPUT;
+        }
+    } else if options.fresh {
+        eprintln!(
+            "flow: --fresh discards a durable run's checkpoint: give --state DIR (or state: in the file)"
+        );
+        return exit::BAD_INPUT;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(THREAD_STACK)

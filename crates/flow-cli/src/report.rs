@@ -260,6 +260,15 @@ pub fn render(report: &Report, layout: Layout) -> String {
         ),
         width,
     );
+    if let Some(d) = report.durable.as_ref().filter(|d| d.resumed) {
+        out += &wrap(
+            &format!(
+                "resumed from checkpoint: {} already done",
+                plural(d.items_done_before, "item", "items")
+            ),
+            width,
+        );
+    }
     if let Some(failure) = &report.failure {
         out += &wrap(&format!("stopped by: {}", for_display(failure)), width);
     }
@@ -534,6 +543,7 @@ mod tests {
             errors: Vec::new(),
             errors_left_out: Default::default(),
             bottleneck: None,
+            durable: None,
         }
     }
 

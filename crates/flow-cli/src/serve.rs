@@ -1218,6 +1218,7 @@ mod tests {
             ],
             errors_left_out: Default::default(),
             bottleneck: None,
+            durable: None,
         };
         let hidden = shown(report.clone(), false);
         assert_eq!(hidden.failure.as_deref(), Some("GET https://***@h/: 500"));

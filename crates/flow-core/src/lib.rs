@@ -38,8 +38,8 @@ pub use expr::{Expr, ExprError};
 pub use inventory;
 pub use item::{Held, Item, Lineage, Outcome};
 pub use registry::{
-    BuildContext, Built, ConfigError, Ports, StageKind, StageOptions, StageType, stage_type,
-    stage_types,
+    BuildContext, Built, ConfigError, Durable, Ports, StageKind, StageOptions, StageType,
+    stage_type, stage_types,
 };
 /// The schemars flow-core uses, for a plugin's options:
 /// `#[derive(flow_core::schemars::JsonSchema)]` with

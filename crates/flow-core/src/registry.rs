@@ -64,7 +64,7 @@ use std::path::{Path, PathBuf};
 use schemars::{JsonSchema, Schema};
 use serde::de::DeserializeOwned;
 
-use crate::Stage;
+use crate::{Stage, StageError};
 
 /// What a stage type does in a graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +124,31 @@ pub trait StageOptions: DeserializeOwned + JsonSchema + Sized {
     fn ports(&self) -> Ports {
         Ports::default()
     }
+
+    /// [`StageOptions::build`], for a sink that keeps state across runs
+    /// of a durable run (`--state`): the stage, and the handle the runner
+    /// saves its state through. The default builds with `build` and keeps
+    /// no state (the stage's effects are then at least once on resume).
+    fn build_durable(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<(Stage, Option<std::sync::Arc<dyn Durable>>), ConfigError> {
+        Ok((self.build(ctx)?, None))
+    }
+}
+
+/// The state of a sink that a durable run (`--state`) saves in its
+/// checkpoints and restores on resume: a `write` sink's file length.
+pub trait Durable: Send + Sync {
+    /// The state now. Called when every item handed to the stage so far
+    /// has its outcome (nothing is in flight), so it describes exactly
+    /// what is done.
+    fn snapshot(&self) -> Result<serde_json::Value, StageError>;
+
+    /// Before the run starts: continue from `state`, a value
+    /// [`Durable::snapshot`] gave in an earlier run (a file sink cuts its
+    /// file back to the saved length and appends after it).
+    fn restore(&self, state: serde_json::Value) -> Result<(), StageError>;
 }
 
 /// The outputs of a stage besides its error route: the main output
@@ -156,6 +181,8 @@ pub struct Built {
     pub stage: Stage,
     /// Its outputs.
     pub ports: Ports,
+    /// Its state across the runs of a durable run, if it keeps one.
+    pub durable: Option<std::sync::Arc<dyn Durable>>,
 }
 
 /// A registered stage type.
@@ -244,9 +271,11 @@ fn build_from<O: StageOptions>(
         ConfigError::new(key, e.into_inner().to_string())
     })?;
     let ports = options.ports();
+    let (stage, durable) = options.build_durable(ctx)?;
     Ok(Built {
-        stage: options.build(ctx)?,
+        stage,
         ports,
+        durable,
     })
 }
 

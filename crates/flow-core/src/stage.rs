@@ -153,6 +153,23 @@ pub trait Source: Send + 'static {
     async fn close(&mut self) -> Result<(), StageError> {
         Ok(())
     }
+
+    /// For a durable run (`--state`): where the source stands, as an
+    /// opaque value the runner saves in the checkpoint and hands back to
+    /// [`Source::resume`] in the next run. Called between two `next`
+    /// calls, when every item emitted so far has its outcome: the position
+    /// must say "everything before it is done". `None` (the default): this
+    /// source cannot be resumed, and `--state` refuses it.
+    fn position(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Before the first `next` of a resumed run: continue after
+    /// `position`, a value [`Source::position`] gave in an earlier run.
+    /// An error (the input changed since) refuses the resume.
+    fn resume(&mut self, _position: serde_json::Value) -> Result<(), StageError> {
+        Err(StageError::permanent("this source cannot resume"))
+    }
 }
 
 /// A synchronous, cheap per-item worker: a `map`, a `filter`, a file sink.

@@ -322,6 +322,17 @@ fn query_spans(lower: &str, spans: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// The 64-bit FNV-1a hash of `bytes`: stable across builds and platforms,
+/// for identities written to disk (a checkpoint's pipeline and files).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@
 //! `flow-core`, filled by whatever crates the binary links.
 
 mod control;
+pub mod durable;
 mod error;
 mod interpolate;
 mod outlet;

@@ -113,6 +113,8 @@ pub(crate) struct Pipeline {
     pub(crate) drained: Flag,
     /// Processors' and sinks' workers still running.
     pub(crate) live_workers: AtomicUsize,
+    /// A durable run's checkpoints.
+    pub(crate) checkpoints: Option<Arc<crate::durable::Checkpoints>>,
 }
 
 impl Pipeline {

@@ -35,6 +35,16 @@ pub struct Plan {
     pub file: PathBuf,
     /// In file order.
     pub stages: Vec<PlannedStage>,
+    /// `state:`: the directory of a durable run, resolved against the
+    /// file's directory (the command line may set it instead).
+    pub state: Option<PathBuf>,
+    /// How often a durable run saves a checkpoint.
+    pub checkpoint_interval: std::time::Duration,
+    /// A hash of the pipeline as read (after `${VAR}`s were replaced): a
+    /// checkpoint made by another pipeline is refused.
+    pub hash: String,
+    /// Set by [`crate::durable::prepare`]: the run saves checkpoints.
+    pub durability: Option<crate::durable::Durability>,
     /// The graph of the stages, computed once, when the plan is built.
     edges: Vec<Edge>,
     /// For each stage, the stages that read its output.
@@ -45,7 +55,7 @@ pub struct Plan {
 
 impl Plan {
     /// A plan of `stages`, with their graph.
-    fn new(name: String, file: PathBuf, stages: Vec<PlannedStage>) -> Plan {
+    fn new(name: String, file: PathBuf, stages: Vec<PlannedStage>, hash: String) -> Plan {
         let n = stages.len();
         let edges = graph::edges(&stages);
         let consumers = graph::successors(n, edges.iter().filter(|e| !e.kind.is_error()));
@@ -54,6 +64,10 @@ impl Plan {
             name,
             file,
             stages,
+            state: None,
+            checkpoint_interval: std::time::Duration::from_secs(1),
+            hash,
+            durability: None,
             edges,
             consumers,
             producers,
@@ -110,9 +124,20 @@ pub fn load_str(
     let checked = checker.check(&spec);
     let stages = checker.build(&spec, &checked, &base_dir);
     checker.finish()?;
-    let name = spec.name.unwrap_or_else(|| {
+    let name = spec.name.clone().unwrap_or_else(|| {
         path.file_stem()
             .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned())
     });
-    Ok(Plan::new(name, path.to_path_buf(), stages))
+    // The spec holds every value as read, `${VAR}`s replaced: its text is
+    // the pipeline's identity for checkpoints.
+    let hash = format!(
+        "{:016x}",
+        flow_core::text::fnv1a(format!("{spec:?}").as_bytes())
+    );
+    let mut plan = Plan::new(name, path.to_path_buf(), stages, hash);
+    plan.state = spec.state.as_deref().map(|dir| base_dir.join(dir));
+    if let Some(interval) = spec.checkpoint_interval {
+        plan.checkpoint_interval = interval;
+    }
+    Ok(plan)
 }

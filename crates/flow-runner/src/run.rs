@@ -72,6 +72,8 @@ pub struct Running {
 /// The run as its reports see it.
 struct Shared {
     pipeline: Arc<Pipeline>,
+    /// A durable run's sinks that keep state.
+    durable_sinks: Vec<(String, Arc<dyn flow_core::Durable>)>,
     /// Set once every task has ended: reports are final from then on.
     finished: AtomicBool,
     name: String,
@@ -109,7 +111,7 @@ impl Monitor {
 impl Running {
     /// Wires the queues and spawns every task. Call from within a tokio
     /// runtime.
-    pub fn start(plan: Plan, control: RunControl) -> Running {
+    pub fn start(mut plan: Plan, control: RunControl) -> Running {
         crate::panics::install_hook();
         let queues: Vec<Option<Arc<Queue>>> = plan
             .stages
@@ -154,6 +156,8 @@ impl Running {
         let names: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
         let port_names: Vec<Vec<String>> =
             plan.stages.iter().map(|s| s.ports.names.clone()).collect();
+        let durable_sinks = crate::durable::sinks_of(&plan);
+        let (durability, hash) = (plan.durability.take(), plan.hash.clone());
         let mut factories = Vec::new();
         let mut stages = Vec::new();
         let mut halts: Vec<Halt> = queues.iter().flatten().cloned().map(Halt::Queue).collect();
@@ -201,6 +205,12 @@ impl Running {
             });
             factories.push(s.stage);
         }
+        let sources = stages
+            .iter()
+            .filter(|s| s.kind == StageKind::Source)
+            .count();
+        let checkpoints =
+            durability.map(|d| crate::durable::Checkpoints::new(d, hash.clone(), sources));
         let live_workers = stages
             .iter()
             .filter(|s| s.kind != StageKind::Source)
@@ -211,12 +221,14 @@ impl Running {
             stops: control.inner.clone(),
             drained: Default::default(),
             live_workers: AtomicUsize::new(live_workers),
+            checkpoints,
         });
         if live_workers == 0 {
             pipeline.drained.raise();
         }
         control.inner.register(halts);
         let shared = Arc::new(Shared {
+            durable_sinks: durable_sinks.clone(),
             pipeline: pipeline.clone(),
             finished: AtomicBool::new(false),
             name: plan.name,
@@ -224,6 +236,10 @@ impl Running {
         });
         let mut tasks = JoinSet::new();
         let mut task_stage = Vec::new();
+        if let Some(cp) = pipeline.checkpoints.clone() {
+            let pipeline = pipeline.clone();
+            tasks.spawn(async move { checkpointer(&pipeline, &cp, &durable_sinks).await });
+        }
         for (i, stage) in factories.into_iter().enumerate() {
             match stage {
                 Stage::Source(source) => {
@@ -292,7 +308,20 @@ impl Running {
             }
         }
         self.shared.finished.store(true, Ordering::SeqCst);
-        self.shared.report()
+        let report = self.shared.report();
+        if let Some(cp) = &pipeline.checkpoints {
+            let dir = &cp.durability.dir;
+            match report.status {
+                // Done: the next run starts fresh.
+                Status::Ok | Status::Partial => crate::durable::remove(dir),
+                // A clean drain saves where it stopped; otherwise the last
+                // checkpoint stands.
+                _ => {
+                    cp.save_final(&self.shared.durable_sinks);
+                }
+            }
+        }
+        report
     }
 }
 
@@ -366,7 +395,15 @@ async fn run_source(pipeline: &Pipeline, i: usize, mut source: Box<dyn Source>) 
 async fn read_source(pipeline: &Pipeline, st: &StageRun, source: &mut dyn Source) {
     let mut out = Output::new();
     let stop = &pipeline.stops.stop;
+    let checkpoints = pipeline.checkpoints.as_ref();
     while !stop.is_raised() {
+        if let Some(cp) = checkpoints.filter(|cp| cp.pause_asked()) {
+            let position = source.position();
+            cp.park(&st.name, position, stop).await;
+            if stop.is_raised() {
+                break;
+            }
+        }
         let started = Instant::now();
         let next = tokio::select! {
             biased;
@@ -379,6 +416,18 @@ async fn read_source(pipeline: &Pipeline, st: &StageRun, source: &mut dyn Source
         if let Some(total) = source.total() {
             st.counters.set_total(total);
         }
+        let mut failed: Vec<Failed> = out
+            .take_failed()
+            .into_iter()
+            .map(|(item, error)| Failed {
+                item,
+                error,
+                attempts: 1,
+            })
+            .collect();
+        if let Some(cp) = checkpoints {
+            track_batch(cp, &mut out, &mut failed);
+        }
         match &st.control.rate {
             None => {
                 StageCounters::add(&st.counters.items_out, out.len() as u64);
@@ -389,15 +438,6 @@ async fn read_source(pipeline: &Pipeline, st: &StageRun, source: &mut dyn Source
             }
             Some(_) => send_paced(pipeline, st, &mut out).await,
         }
-        let mut failed: Vec<Failed> = out
-            .take_failed()
-            .into_iter()
-            .map(|(item, error)| Failed {
-                item,
-                error,
-                attempts: 1,
-            })
-            .collect();
         if let Err(message) = pipeline.fail_items(st, &mut failed).await {
             // `on_error: fail`: what was emitted before the bad record
             // still drains; the run then fails.
@@ -422,6 +462,49 @@ async fn read_source(pipeline: &Pipeline, st: &StageRun, source: &mut dyn Source
     let (main, routed) = out.outputs_mut();
     let routed = routed.drain(..).map(|(_, item)| item);
     outlet::abandon_items(&st.counters, main.drain(..).chain(routed));
+    if let Some(cp) = checkpoints {
+        cp.finished(&st.name, source.position());
+    }
+}
+
+/// A durable run: gives every item of a source's call one lineage more,
+/// counted in flight until all of them have their outcome.
+fn track_batch(cp: &Arc<crate::durable::Checkpoints>, out: &mut Output, failed: &mut [Failed]) {
+    let n = out.len() + failed.len();
+    if n == 0 {
+        return;
+    }
+    let batch = cp.batch(n);
+    let (main, routed) = out.outputs_mut();
+    let items = main
+        .iter_mut()
+        .chain(routed.iter_mut().map(|(_, item)| item))
+        .chain(failed.iter_mut().map(|f| &mut f.item));
+    for item in items {
+        item.lineage = if item.lineage.is_none() {
+            batch.clone()
+        } else {
+            flow_core::Lineage::merge([std::mem::take(&mut item.lineage), batch.clone()])
+        };
+    }
+}
+
+/// A durable run's checkpointer: a checkpoint at least every interval
+/// until the sources are done or the run stops.
+async fn checkpointer(
+    pipeline: &Pipeline,
+    cp: &crate::durable::Checkpoints,
+    sinks: &[(String, Arc<dyn flow_core::Durable>)],
+) {
+    let stop = &pipeline.stops.stop;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cp.durability.interval) => {}
+            _ = stop.wait() => return,
+            _ = pipeline.drained.wait() => return,
+        }
+        cp.take(sinks).await;
+    }
 }
 
 /// A rate-limited source: each item waits for its token, then goes on.
@@ -535,6 +618,15 @@ impl Shared {
                 0.0
             },
             bottleneck: stats::bottleneck(&stages, secs),
+            durable: pipeline
+                .checkpoints
+                .as_ref()
+                .map(|cp| stats::DurableReport {
+                    resumed: cp.durability.resumed(),
+                    items_done_before: cp.durability.items_done_before,
+                    items_total: cp.durability.items_done_before + emitted,
+                    checkpoints: cp.saved.load(Ordering::Relaxed),
+                }),
             stages,
             errors,
             errors_left_out,

@@ -37,7 +37,14 @@ pub const MAX_ATTEMPTS: u32 = 1_000;
 pub const MAX_NAME: usize = 128;
 
 /// The keys of a pipeline file's top level.
-pub const PIPELINE_KEYS: [&str; 4] = ["name", "limits", "defaults", "stages"];
+pub const PIPELINE_KEYS: [&str; 6] = [
+    "name",
+    "limits",
+    "defaults",
+    "state",
+    "checkpoint_interval",
+    "stages",
+];
 /// The keys of `defaults:`.
 pub const DEFAULTS_KEYS: [&str; 10] = [
     "workers",
@@ -87,6 +94,15 @@ pub struct PipelineSpec {
     /// itself.
     #[serde(default)]
     pub defaults: Defaults,
+    /// A directory that makes the run durable: checkpoints are saved there,
+    /// and the same command after a crash, `kill -9` or Ctrl-C resumes from
+    /// the last one (relative to the pipeline file; `flow run --state DIR`
+    /// overrides it).
+    pub state: Option<String>,
+    /// How often a durable run saves a checkpoint, at least (default `1s`).
+    #[serde(default, deserialize_with = "flow_core::optional_duration")]
+    #[schemars(with = "String")]
+    pub checkpoint_interval: Option<Duration>,
     /// The stages, each reading from the one before it unless it names its
     /// `inputs`.
     pub stages: Vec<StageSpec>,

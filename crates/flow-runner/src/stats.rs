@@ -425,6 +425,23 @@ pub struct Report {
     #[serde(skip_serializing_if = "LeftOut::is_empty")]
     pub errors_left_out: LeftOut,
     pub bottleneck: Option<Bottleneck>,
+    /// A durable run (`--state`): what earlier runs did, and the
+    /// checkpoints this one saved. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable: Option<DurableReport>,
+}
+
+/// A durable run's part of the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DurableReport {
+    /// Whether this run resumed from a checkpoint.
+    pub resumed: bool,
+    /// Items the sources emitted and the pipeline handled in earlier runs.
+    pub items_done_before: u64,
+    /// The sources' items over every run: earlier runs' and this one's.
+    pub items_total: u64,
+    /// Checkpoints this run saved.
+    pub checkpoints: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

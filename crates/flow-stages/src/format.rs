@@ -71,6 +71,75 @@ impl Destination {
     }
 }
 
+impl Destination {
+    /// The state a durable run saves for this file (not for stdout, whose
+    /// output cannot be taken back).
+    pub fn durable(&self) -> Option<Arc<dyn flow_core::Durable>> {
+        let is_stdout = lock(&self.shared).path.as_os_str() == "-";
+        (!is_stdout)
+            .then(|| Arc::new(DurableFile(self.shared.clone())) as Arc<dyn flow_core::Durable>)
+    }
+}
+
+/// A file sink's state across the runs of a durable run: how much of the
+/// file holds whole items, and what the format needs to go on after them.
+struct DurableFile(Arc<Mutex<Document>>);
+
+impl flow_core::Durable for DurableFile {
+    fn snapshot(&self) -> Result<serde_json::Value, StageError> {
+        let doc = lock(&self.0);
+        let columns = doc
+            .columns
+            .as_ref()
+            .map(|c| c.iter().map(to_text).collect::<Vec<_>>());
+        Ok(serde_json::json!({
+            "path": doc.path.display().to_string(),
+            "opened": doc.file.is_some(),
+            "len": doc.len,
+            "written": doc.written,
+            "header_written": doc.header_written,
+            "columns": columns,
+        }))
+    }
+
+    fn restore(&self, state: serde_json::Value) -> Result<(), StageError> {
+        let mut doc = lock(&self.0);
+        if state["opened"] != serde_json::Value::Bool(true) {
+            // Nothing was written before the checkpoint: the first write
+            // replaces whatever a later, interrupted run left.
+            return Ok(());
+        }
+        let len = state["len"].as_u64().unwrap_or(0);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&doc.path)
+            .map_err(|e| sink_error(doc.named(e)))?;
+        let on_disk = file.metadata().map_err(|e| sink_error(doc.named(e)))?.len();
+        if on_disk < len {
+            return Err(StageError::permanent(format!(
+                "{}: {on_disk} bytes, shorter than the {len} the checkpoint counts as written: the file was changed since",
+                doc.path.display()
+            )));
+        }
+        // What a run wrote after the checkpoint is written again on resume.
+        file.set_len(len).map_err(|e| sink_error(doc.named(e)))?;
+        doc.file = Some(Target::File(file));
+        doc.len = len;
+        doc.written = state["written"].as_u64().unwrap_or(0);
+        doc.header_written = state["header_written"] == serde_json::Value::Bool(true);
+        if let Some(columns) = state["columns"].as_array() {
+            let columns = columns
+                .iter()
+                .filter_map(|c| c.as_str())
+                .map(flow_core::value::string)
+                .collect();
+            doc.columns = Some(Arc::new(columns));
+        }
+        Ok(())
+    }
+}
+
 /// A sink stage writing `dest`: each worker formats whole items into its
 /// own buffer and writes it to the one shared file after each batch, so
 /// items never interleave.

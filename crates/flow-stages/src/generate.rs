@@ -40,6 +40,8 @@ struct Generate {
     value: Option<Expr>,
     interval: Option<Duration>,
     next: u64,
+    /// The index of the first item of this run (after a resume, not 0).
+    first: u64,
     started: Option<Instant>,
 }
 
@@ -64,8 +66,9 @@ impl Source for Generate {
                 // Each item has its own deadline from the start, so timer
                 // lateness does not add up over a long run.
                 let started = *self.started.get_or_insert_with(Instant::now);
-                if self.next > 0 {
-                    let at = interval.saturating_mul(self.next.min(u32::MAX as u64) as u32);
+                if self.next > self.first {
+                    let since = (self.next - self.first).min(u32::MAX as u64) as u32;
+                    let at = interval.saturating_mul(since);
                     tokio::time::sleep_until(started + at).await;
                 }
                 if self.next < end {
@@ -91,6 +94,19 @@ impl Source for Generate {
     fn total(&self) -> Option<u64> {
         self.count
     }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "next": self.next }))
+    }
+
+    fn resume(&mut self, position: serde_json::Value) -> Result<(), StageError> {
+        let next = position["next"]
+            .as_u64()
+            .ok_or_else(|| StageError::permanent("the checkpoint has no position for generate"))?;
+        // The pace of `interval` counts from the resume.
+        (self.next, self.first) = (next, next);
+        Ok(())
+    }
 }
 
 impl StageOptions for GenerateOptions {
@@ -107,6 +123,7 @@ impl StageOptions for GenerateOptions {
             value,
             interval: self.interval,
             next: 0,
+            first: 0,
             started: None,
         }))
     }

@@ -36,6 +36,24 @@ impl Source for List {
     fn total(&self) -> Option<u64> {
         Some(self.total)
     }
+
+    fn position(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "next": self.total - self.items.len() as u64 }))
+    }
+
+    fn resume(&mut self, position: serde_json::Value) -> Result<(), StageError> {
+        let next = position["next"]
+            .as_u64()
+            .filter(|&n| n <= self.total)
+            .ok_or_else(|| {
+                StageError::permanent("the checkpoint's position is not one of this list")
+            })?;
+        if next > 0 {
+            // Skips `next` items: the ones done before.
+            let _ = self.items.nth(next as usize - 1);
+        }
+        Ok(())
+    }
 }
 
 impl StageOptions for ListOptions {

@@ -158,8 +158,10 @@ struct Read {
     /// counted ahead of the reading by [`spawn_counter`], then set to the
     /// records read (emitted or failed) once every file has been read.
     total: Arc<AtomicU64>,
-    /// Records emitted or failed so far.
+    /// Records emitted or failed so far (with those skipped on resume).
     records: u64,
+    /// On resume: records done by an earlier run, read again and skipped.
+    skip: u64,
 }
 
 #[async_trait]
@@ -172,12 +174,21 @@ impl Source for Read {
         match batches.recv().await {
             Some(Ok(Chunk::Items(values))) => {
                 self.records += values.len() as u64;
-                values.into_iter().for_each(|v| out.emit(v));
+                let done = self.skip.min(values.len() as u64);
+                self.skip -= done;
+                values
+                    .into_iter()
+                    .skip(done as usize)
+                    .for_each(|v| out.emit(v));
                 Ok(Next::More)
             }
             Some(Ok(Chunk::Failed(record, error))) => {
                 self.records += 1;
-                out.fail(record, error);
+                if self.skip > 0 {
+                    self.skip -= 1;
+                } else {
+                    out.fail(record, error);
+                }
                 Ok(Next::More)
             }
             Some(Ok(Chunk::End)) => {
@@ -206,6 +217,101 @@ impl Source for Read {
             n => Some(n),
         }
     }
+
+    /// How many records are done, and the identity of every file read (its
+    /// path, size and a hash of its first 64 KiB), so that a resume over a
+    /// changed, truncated or replaced file is refused. Standard input
+    /// cannot be read again: no position.
+    fn position(&self) -> Option<serde_json::Value> {
+        let files = match &self.input {
+            Input::Stdin => return None,
+            Input::File(path) => vec![path.clone()],
+            Input::Glob(pattern) => walk_glob(pattern).ok()?,
+        };
+        let files: Vec<serde_json::Value> = files.iter().map(|p| file_identity(p)).collect();
+        Some(serde_json::json!({ "records": self.records, "files": files }))
+    }
+
+    fn resume(&mut self, position: serde_json::Value) -> Result<(), StageError> {
+        let Some(position) = self.position_check(&position)? else {
+            return Err(StageError::permanent(
+                "standard input cannot be read again: a run reading `-` cannot be resumed",
+            ));
+        };
+        self.skip = position;
+        self.records = 0;
+        Ok(())
+    }
+}
+
+impl Read {
+    /// The records a checkpoint's `position` says are done, after checking
+    /// that the files are the ones it was made over.
+    fn position_check(&self, position: &serde_json::Value) -> Result<Option<u64>, StageError> {
+        let Some(now) = self.position() else {
+            return Ok(None);
+        };
+        let records = position["records"]
+            .as_u64()
+            .ok_or_else(|| StageError::permanent("the checkpoint has no position for read"))?;
+        let (then, now) = (&position["files"], &now["files"]);
+        if then != now {
+            let what = changed_file(then, now);
+            return Err(StageError::permanent(format!(
+                "the input changed since the checkpoint: {what}"
+            )));
+        }
+        Ok(Some(records))
+    }
+}
+
+/// A file's identity for a checkpoint: path, size, and a hash of its head.
+fn file_identity(path: &Path) -> serde_json::Value {
+    let size = std::fs::metadata(path).map(|m| m.len()).ok();
+    let mut head = vec![0u8; 64 << 10];
+    let n = File::open(path)
+        .and_then(|mut f| {
+            let mut n = 0;
+            loop {
+                match io::Read::read(&mut f, &mut head[n..]) {
+                    Ok(0) => return Ok(n),
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                if n == head.len() {
+                    return Ok(n);
+                }
+            }
+        })
+        .unwrap_or(0);
+    serde_json::json!({
+        "path": path.display().to_string(),
+        "size": size,
+        "head": format!("{:016x}", flow_core::text::fnv1a(&head[..n])),
+    })
+}
+
+/// What differs between the files of a checkpoint and those now, in words.
+fn changed_file(then: &serde_json::Value, now: &serde_json::Value) -> String {
+    let (empty, list) = (Vec::new(), |v: &serde_json::Value| v.as_array().cloned());
+    let (then, now) = (
+        list(then).unwrap_or(empty.clone()),
+        list(now).unwrap_or(empty),
+    );
+    for (a, b) in then.iter().zip(&now) {
+        if a["path"] != b["path"] {
+            return format!("{} is no longer read (now {})", a["path"], b["path"]);
+        }
+        let path = a["path"].as_str().unwrap_or("?");
+        if a["size"] != b["size"] {
+            return format!("{path} was {} bytes, now {}", a["size"], b["size"]);
+        }
+        if a["head"] != b["head"] {
+            return format!("{path} was rewritten (its first bytes differ)");
+        }
+    }
+    format!("{} files were read, now {}", then.len(), now.len())
 }
 
 /// Counts the records of the input's files on a thread of its own, for
@@ -944,6 +1050,7 @@ impl StageOptions for ReadOptions {
             batches: None,
             total: Arc::new(AtomicU64::new(u64::MAX)),
             records: 0,
+            skip: 0,
         }))
     }
 }

@@ -52,6 +52,13 @@ pub struct WriteOptions {
 
 impl StageOptions for WriteOptions {
     fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError> {
+        Ok(self.build_durable(ctx)?.0)
+    }
+
+    fn build_durable(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<(Stage, Option<std::sync::Arc<dyn flow_core::Durable>>), ConfigError> {
         if self.path.is_empty() {
             return Err(ConfigError::new("path", "must not be empty"));
         }
@@ -64,7 +71,8 @@ impl StageOptions for WriteOptions {
         crate::format::check_columns(self.format, self.columns.as_deref())?;
         let path = ctx.resolve_path(&self.path);
         let dest = Destination::new(path, self.append, self.format, ctx.workers, self.columns);
-        Ok(file_sink(dest))
+        let durable = dest.durable();
+        Ok((file_sink(dest), durable))
     }
 }
 

@@ -84,6 +84,7 @@ impl Checker<'_> {
                     inputs: wiring[i].inputs.clone(),
                     input_ports: wiring[i].input_ports.clone(),
                     ports: built.ports,
+                    durable: built.durable,
                     workers,
                     queue,
                     control,
@@ -223,6 +224,9 @@ pub struct PlannedStage {
     pub input_ports: Vec<Option<u32>>,
     /// Its named output ports.
     pub ports: flow_core::Ports,
+    /// For a sink that keeps state across the runs of a durable run: its
+    /// handle.
+    pub durable: Option<std::sync::Arc<dyn flow_core::Durable>>,
     pub workers: usize,
     /// The input queue: capacity, order, byte bound (unused by sources).
     pub queue: QueueConfig,
