@@ -288,6 +288,8 @@ fn a_resumed_run_says_so_and_counts_the_items_done_before() {
     // This run's work, and the total over both runs.
     let src = flow_tests::stage(&stats, "src");
     assert_eq!(src["items_out"].as_u64().unwrap() + before, RECORDS as u64);
+    // Progress and the dashboard count the whole job.
+    assert_eq!(src["resumed"].as_u64(), Some(before), "{src}");
     assert_eq!(stats["durable"]["items_total"], RECORDS as u64);
     assert_eq!(stats["durable"]["resumed"], true);
 }

@@ -128,7 +128,8 @@ impl StageLine {
         // A source's work is what it emitted; any other stage's, the items
         // it has handled.
         let done = if stage.kind == "source" {
-            stage.items_out
+            // Over the whole job: a resumed run's earlier items count.
+            stage.items_out + stage.resumed
         } else {
             stage.items_in
         };

@@ -574,6 +574,7 @@ mod tests {
             total: None,
             done: true,
             outputs: Vec::new(),
+            resumed: 0,
         }
     }
 

@@ -55,6 +55,9 @@ pub(crate) struct Checkpoint {
     items_done: u64,
     /// Runs that added to it.
     runs: u32,
+    /// Each source's items done, over every run so far, by stage name.
+    #[serde(default)]
+    source_items: BTreeMap<String, u64>,
 }
 
 /// A durable run's settings and what it resumed from.
@@ -66,6 +69,8 @@ pub struct Durability {
     pub items_done_before: u64,
     /// Earlier runs that added to the checkpoint.
     pub(crate) runs_before: u32,
+    /// Each source's items done by earlier runs, by stage name.
+    pub(crate) source_items_before: BTreeMap<String, u64>,
 }
 
 impl Durability {
@@ -115,6 +120,7 @@ pub fn prepare(plan: &mut Plan, dir: &Path, fresh: bool) -> Result<(), String> {
         interval: plan.checkpoint_interval.max(Duration::from_millis(10)),
         items_done_before: 0,
         runs_before: 0,
+        source_items_before: BTreeMap::new(),
     };
     if let Some(cp) = read(&path)? {
         let refuse = |why: String| {
@@ -153,6 +159,7 @@ pub fn prepare(plan: &mut Plan, dir: &Path, fresh: bool) -> Result<(), String> {
         }
         durability.items_done_before = cp.items_done;
         durability.runs_before = cp.runs;
+        durability.source_items_before = cp.source_items;
     }
     plan.durability = Some(durability);
     Ok(())
@@ -303,13 +310,17 @@ impl Checkpoints {
     /// Takes one checkpoint: pauses the sources, waits for quiet (at most
     /// [`MAX_PAUSE`]), saves, lets the sources go on. Returns whether it
     /// saved one.
-    pub(crate) async fn take(&self, sinks: &[(String, Arc<dyn flow_core::Durable>)]) -> bool {
+    pub(crate) async fn take(
+        &self,
+        sinks: &[(String, Arc<dyn flow_core::Durable>)],
+        counts: impl Fn() -> BTreeMap<String, u64>,
+    ) -> bool {
         self.pause.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + MAX_PAUSE;
         let mut saved = false;
         loop {
             if self.quiet() {
-                saved = self.save(sinks);
+                saved = self.save(sinks, counts());
                 break;
             }
             if tokio::time::Instant::now() >= deadline || self.abandoned.load(Ordering::SeqCst) {
@@ -325,13 +336,22 @@ impl Checkpoints {
 
     /// At the end of a run that did not finish: a last checkpoint, if
     /// everything the sources emitted was handled (a clean drain).
-    pub(crate) fn save_final(&self, sinks: &[(String, Arc<dyn flow_core::Durable>)]) -> bool {
+    pub(crate) fn save_final(
+        &self,
+        sinks: &[(String, Arc<dyn flow_core::Durable>)],
+        counts: BTreeMap<String, u64>,
+    ) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0
             && !self.abandoned.load(Ordering::SeqCst)
-            && self.save(sinks)
+            && self.save(sinks, counts)
     }
 
-    fn save(&self, sinks: &[(String, Arc<dyn flow_core::Durable>)]) -> bool {
+    /// `counts`: each source's items emitted in this run.
+    fn save(
+        &self,
+        sinks: &[(String, Arc<dyn flow_core::Durable>)],
+        counts: BTreeMap<String, u64>,
+    ) -> bool {
         let sources = self
             .positions
             .lock()
@@ -359,6 +379,13 @@ impl Checkpoints {
             sinks: states,
             items_done: self.durability.items_done_before + self.emitted.load(Ordering::SeqCst),
             runs: self.durability.runs_before + 1,
+            source_items: counts
+                .into_iter()
+                .map(|(name, n)| {
+                    let before = self.durability.source_items_before.get(&name).copied();
+                    (name, before.unwrap_or(0) + n)
+                })
+                .collect(),
         };
         match write(&self.durability.dir, &cp) {
             Ok(()) => {
@@ -397,6 +424,7 @@ mod tests {
             sinks: BTreeMap::new(),
             items_done: 7,
             runs,
+            source_items: BTreeMap::new(),
         }
     }
 

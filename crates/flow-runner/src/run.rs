@@ -317,7 +317,7 @@ impl Running {
                 // A clean drain saves where it stopped; otherwise the last
                 // checkpoint stands.
                 _ => {
-                    cp.save_final(&self.shared.durable_sinks);
+                    cp.save_final(&self.shared.durable_sinks, source_counts(pipeline));
                 }
             }
         }
@@ -503,8 +503,18 @@ async fn checkpointer(
             _ = stop.wait() => return,
             _ = pipeline.drained.wait() => return,
         }
-        cp.take(sinks).await;
+        cp.take(sinks, || source_counts(pipeline)).await;
     }
+}
+
+/// Each source's items emitted in this run, by stage name.
+fn source_counts(pipeline: &Pipeline) -> std::collections::BTreeMap<String, u64> {
+    pipeline
+        .stages
+        .iter()
+        .filter(|s| s.kind == StageKind::Source)
+        .map(|s| (s.name.clone(), s.counters.items_out.load(Ordering::Relaxed)))
+        .collect()
 }
 
 /// A rate-limited source: each item waits for its token, then goes on.
@@ -570,6 +580,10 @@ impl Shared {
                     on_error: s.on_error_name.clone(),
                     done: s.live.load(Ordering::SeqCst) == 0,
                     outputs: s.port_counts(),
+                    resumed: pipeline.checkpoints.as_ref().map_or(0, |cp| {
+                        let before = &cp.durability.source_items_before;
+                        before.get(&s.name).copied().unwrap_or(0)
+                    }),
                 };
                 stats::stage_report(info, &s.counters, elapsed)
             })

@@ -479,6 +479,14 @@ pub struct StageReport {
     /// (`{"valid": 10, "_unmatched": 2}`); absent otherwise.
     #[serde(serialize_with = "ports_as_map", skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<(String, u64)>,
+    /// For a source of a resumed durable run (`--state`): the items earlier
+    /// runs did; `items_out` counts this run's. Absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resumed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Port counts as a JSON object, in declared order.
@@ -590,6 +598,8 @@ pub struct StageInfo<'a> {
     pub done: bool,
     /// Items given to each named port, in declared order.
     pub outputs: Vec<(String, u64)>,
+    /// For a source of a resumed durable run: items done by earlier runs.
+    pub resumed: u64,
 }
 
 pub(crate) fn stage_report(
@@ -648,6 +658,7 @@ pub(crate) fn stage_report(
         },
         done: info.done,
         outputs: info.outputs,
+        resumed: info.resumed,
     }
 }
 
@@ -825,6 +836,7 @@ mod bottleneck_tests {
             total: None,
             done: true,
             outputs: Vec::new(),
+            resumed: 0,
         }
     }
 
