@@ -293,3 +293,97 @@ fn a_resumed_run_says_so_and_counts_the_items_done_before() {
     assert_eq!(stats["durable"]["items_total"], RECORDS as u64);
     assert_eq!(stats["durable"]["resumed"], true);
 }
+
+/// An `exec` stage that records every call in `calls.txt` (one line per
+/// item it was given, appended at once) before answering.
+const COUNTING: &str = "import json, sys
+with open('calls.txt', 'a', buffering=1) as calls:
+    for line in sys.stdin:
+        item = json.loads(line)
+        calls.write(str(item['n']) + '\\n')
+        print(json.dumps(item), flush=True)
+";
+
+#[test]
+fn an_exec_stage_sees_every_item_at_least_once_and_the_reports_bound_the_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("count.py"), COUNTING).unwrap();
+    write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "name: counted
+checkpoint_interval: 200ms
+stages:
+  - { name: src, type: generate, with: { count: 6000, value: '{n: $i}' } }
+  - { name: slow, type: sleep, workers: 8, with: { duration: 1ms } }
+  - { name: count, type: exec, workers: 2, with: { command: [python3, count.py] } }
+  - { name: out, type: write, with: { path: out.jsonl } }
+",
+    );
+    let mut moments = Moments(5);
+    let replayed;
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let stats = dir.path().join(format!("stats-{runs}.json"));
+        let mut child = flow()
+            .current_dir(dir.path())
+            .args([
+                "run",
+                "p.yaml",
+                "--state",
+                "state",
+                "--quiet",
+                "--stats-json",
+            ])
+            .arg(&stats)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let at = moments.next();
+        let started = Instant::now();
+        while started.elapsed() < at && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let finished = runs > 5 || child.try_wait().unwrap().is_some();
+        if !finished {
+            child.kill().unwrap();
+        }
+        let status = child.wait().unwrap();
+        if finished {
+            assert_eq!(status.code(), Some(0), "the last run");
+            // Killed runs write no stats: the last run reports the replays
+            // of every resumed run.
+            let stats = flow_tests::stats(&stats);
+            replayed = stats["durable"]["replayed_total"].as_u64().unwrap();
+            break;
+        }
+    }
+    let calls: Vec<usize> = std::fs::read_to_string(dir.path().join("calls.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let mut seen = vec![0u32; 6000];
+    for &n in &calls {
+        seen[n] += 1;
+    }
+    assert!(seen.iter().all(|&c| c >= 1), "an item was never handled");
+    let extra = calls.len() - 6000;
+    println!(
+        "{runs} runs, {} calls, {extra} extra, {replayed} replayed by the reports",
+        calls.len()
+    );
+    assert!(
+        extra as u64 <= replayed,
+        "{extra} extra calls, but the reports replayed {replayed}"
+    );
+    // The output file is still exactly one run's.
+    assert_eq!(
+        sorted_lines(dir.path().join("out.jsonl")).len(),
+        6000,
+        "out.jsonl"
+    );
+}

@@ -263,8 +263,9 @@ pub fn render(report: &Report, layout: Layout) -> String {
     if let Some(d) = report.durable.as_ref().filter(|d| d.resumed) {
         out += &wrap(
             &format!(
-                "resumed from checkpoint: {} already done",
-                plural(d.items_done_before, "item", "items")
+                "resumed from checkpoint: {} already done, {} replayed",
+                plural(d.items_done_before, "item", "items"),
+                count(d.replayed)
             ),
             width,
         );

@@ -37,6 +37,21 @@ use crate::plan::Plan;
 const VERSION: u32 = 1;
 /// The checkpoint's name in the state directory.
 const FILE: &str = "checkpoint.json";
+/// The high-water mark's name in the state directory: how many items the
+/// sources had emitted over every run, written before each batch goes on,
+/// so the next run knows how many it handles again.
+const EMITTED: &str = "emitted";
+/// Items replayed by every resumed run so far (each run's replays are
+/// added when it starts, so a run killed later still counts).
+const REPLAYED: &str = "replayed";
+
+/// A count kept in a file of its own, 8 bytes; 0 when missing.
+fn read_count(path: &Path) -> u64 {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes)
+}
 /// The longest a checkpoint waits for the items in flight to drain.
 pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(5);
 
@@ -71,6 +86,12 @@ pub struct Durability {
     pub(crate) runs_before: u32,
     /// Each source's items done by earlier runs, by stage name.
     pub(crate) source_items_before: BTreeMap<String, u64>,
+    /// Items an interrupted run had emitted after its last checkpoint:
+    /// this run handles them again (their effects other than files are at
+    /// least once).
+    pub replayed: u64,
+    /// Items replayed by every resumed run of this job, this one included.
+    pub replayed_total: u64,
 }
 
 impl Durability {
@@ -109,6 +130,8 @@ pub fn prepare(plan: &mut Plan, dir: &Path, fresh: bool) -> Result<(), String> {
     })?;
     let path = dir.join(FILE);
     if fresh {
+        let _ = std::fs::remove_file(dir.join(EMITTED));
+        let _ = std::fs::remove_file(dir.join(REPLAYED));
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -121,7 +144,10 @@ pub fn prepare(plan: &mut Plan, dir: &Path, fresh: bool) -> Result<(), String> {
         items_done_before: 0,
         runs_before: 0,
         source_items_before: BTreeMap::new(),
+        replayed: 0,
+        replayed_total: 0,
     };
+    let emitted_before = read_count(&dir.join(EMITTED));
     if let Some(cp) = read(&path)? {
         let refuse = |why: String| {
             format!(
@@ -160,6 +186,11 @@ pub fn prepare(plan: &mut Plan, dir: &Path, fresh: bool) -> Result<(), String> {
         durability.items_done_before = cp.items_done;
         durability.runs_before = cp.runs;
         durability.source_items_before = cp.source_items;
+        durability.replayed = emitted_before.saturating_sub(cp.items_done);
+        let total = read_count(&dir.join(REPLAYED)) + durability.replayed;
+        std::fs::write(dir.join(REPLAYED), total.to_le_bytes())
+            .map_err(|e| format!("{}: cannot write: {e}", dir.join(REPLAYED).display()))?;
+        durability.replayed_total = total;
     }
     plan.durability = Some(durability);
     Ok(())
@@ -202,6 +233,8 @@ fn write(dir: &Path, cp: &Checkpoint) -> std::io::Result<()> {
 /// Removes the checkpoint of a finished run.
 pub(crate) fn remove(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(FILE));
+    let _ = std::fs::remove_file(dir.join(EMITTED));
+    let _ = std::fs::remove_file(dir.join(REPLAYED));
 }
 
 /// What the sources and the checkpointer share during a durable run.
@@ -224,12 +257,13 @@ pub(crate) struct Checkpoints {
     positions: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Checkpoints saved in this run.
     pub(crate) saved: AtomicU64,
+    /// The high-water mark file (see [`EMITTED`]).
+    mark: Mutex<Option<std::fs::File>>,
 }
 
 impl Checkpoints {
     pub(crate) fn new(durability: Durability, hash: String, sources: usize) -> Arc<Self> {
         Arc::new(Checkpoints {
-            durability,
             pipeline_hash: hash,
             pause: AtomicBool::new(false),
             resume: tokio::sync::Notify::new(),
@@ -240,6 +274,8 @@ impl Checkpoints {
             emitted: AtomicU64::new(0),
             positions: Mutex::new(BTreeMap::new()),
             saved: AtomicU64::new(0),
+            mark: Mutex::new(None),
+            durability,
         })
     }
 
@@ -247,7 +283,8 @@ impl Checkpoints {
     /// in flight until all of them have their outcome.
     pub(crate) fn batch(self: &Arc<Self>, n: usize) -> Lineage {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.emitted.fetch_add(n as u64, Ordering::Relaxed);
+        let emitted = self.emitted.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        self.mark_emitted(self.durability.items_done_before + emitted);
         let me = self.clone();
         Lineage::with_hook(move |outcome| {
             if outcome == Outcome::Abandoned {
@@ -260,6 +297,27 @@ impl Checkpoints {
     /// Whether a checkpoint asks the sources to park.
     pub(crate) fn pause_asked(&self) -> bool {
         self.pause.load(Ordering::SeqCst)
+    }
+
+    /// Writes the high-water mark before the batch goes on: one small
+    /// write per batch, not synced (a killed process loses no written
+    /// byte; a power cut may, and then the replay count is low).
+    fn mark_emitted(&self, total: u64) {
+        use std::os::unix::fs::FileExt;
+        let mut mark = self.mark.lock().unwrap_or_else(|e| e.into_inner());
+        if mark.is_none() {
+            *mark = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.durability.dir.join(EMITTED))
+                .ok();
+        }
+        if let Some(f) = mark.as_ref()
+            && let Err(e) = f.write_all_at(&total.to_le_bytes(), 0)
+        {
+            tracing::debug!("cannot write the high-water mark: {e}");
+        }
     }
 
     /// Between two `next` calls of source `name`, at `position`: parks it

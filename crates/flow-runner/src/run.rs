@@ -640,6 +640,8 @@ impl Shared {
                     items_done_before: cp.durability.items_done_before,
                     items_total: cp.durability.items_done_before + emitted,
                     checkpoints: cp.saved.load(Ordering::Relaxed),
+                    replayed: cp.durability.replayed,
+                    replayed_total: cp.durability.replayed_total,
                 }),
             stages,
             errors,

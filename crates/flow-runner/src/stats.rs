@@ -442,6 +442,13 @@ pub struct DurableReport {
     pub items_total: u64,
     /// Checkpoints this run saved.
     pub checkpoints: u64,
+    /// Items the interrupted run before had emitted after its last
+    /// checkpoint, handled again by this one: effects other than files
+    /// (`http`, `exec`, `stdout`) may have happened twice for at most these.
+    pub replayed: u64,
+    /// The same, over every resumed run of this job (runs killed before
+    /// they could report included).
+    pub replayed_total: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
