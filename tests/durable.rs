@@ -265,6 +265,24 @@ fn standard_input_cannot_be_resumed() {
 }
 
 #[test]
+fn validate_refuses_state_with_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_pipeline(
+        dir.path(),
+        "p.yaml",
+        "state: st\nstages:\n  - { name: src, type: read, with: { path: '-' } }\n  - { name: out, type: drop }\n",
+    );
+    let out = run(flow().arg("validate").arg(&file)).expect_code(2);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "{}:3:5: stage \"src\": state: a durable run cannot resume a read of standard input (`-`), whose data cannot be read again; read a file, or remove `state:`",
+            file.display()
+        )
+    );
+}
+
+#[test]
 fn a_resumed_run_says_so_and_counts_the_items_done_before() {
     let dir = setup(false);
     killed_midway(dir.path());

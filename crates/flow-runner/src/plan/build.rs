@@ -118,6 +118,27 @@ impl Checker<'_> {
                 });
             }
         }
+        if spec.state.is_some() {
+            // A durable run resumes every source: one that keeps no
+            // position (stdin) cannot be part of it.
+            for p in &planned {
+                if let Stage::Source(source) = &p.stage
+                    && source.position().is_none()
+                {
+                    let i = spec.stages.iter().position(|s| s.name == p.name);
+                    let pos = i.and_then(|i| self.positions.value(&format!("stages[{i}]")));
+                    let message = if p.type_name == "read" {
+                        "state: a durable run cannot resume a read of standard input (`-`), whose data cannot be read again; read a file, or remove `state:`".to_string()
+                    } else {
+                        format!(
+                            "state: a durable run needs sources it can resume, and type {} keeps no position",
+                            p.type_name
+                        )
+                    };
+                    self.report(Some(&p.name), pos, message);
+                }
+            }
+        }
         planned
     }
 
