@@ -93,10 +93,11 @@ impl Graph {
         paths
     }
 
-    /// Whether item `i` of source `s` fails (at the failing stage).
-    fn fails(&self, s: usize, i: i64) -> bool {
+    /// Whether item `i` of source `s` fails (at the failing stage), given
+    /// the graph's [`Graph::paths`].
+    fn fails(&self, paths: &[Vec<u64>], s: usize, i: i64) -> bool {
         self.fail
-            .is_some_and(|(f, m)| i % m == 0 && self.paths()[f][s] > 0)
+            .is_some_and(|(f, m)| i % m == 0 && paths[f][s] > 0)
     }
 
     fn yaml(&self) -> String {
@@ -214,7 +215,9 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
             .enumerate()
             .flat_map(|(s, &count)| (0..count).map(move |i| (s, i)))
     };
-    let any_fails = items().any(|(s, i)| g.fails(s, i));
+    let paths = g.paths();
+    let fails = |s: usize, i: i64| g.fails(&paths, s, i);
+    let any_fails = items().any(|(s, i)| fails(s, i));
     let expected_status = if any_fails {
         Status::Partial
     } else {
@@ -224,14 +227,9 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
 
     // Paths to each stage of an item that goes through, and of one that
     // the failing stage drops (into it, not on from it).
-    let paths = g.paths();
     let dropped_paths = g.paths_through(g.fail.map(|(f, _)| f));
     let paths_of = |s: usize, i: i64| {
-        if g.fails(s, i) {
-            &dropped_paths
-        } else {
-            &paths
-        }
+        if fails(s, i) { &dropped_paths } else { &paths }
     };
     let sources = g.counts.len();
     for (k, here) in paths.iter().enumerate().skip(sources) {
@@ -242,7 +240,7 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
         if g.is_read(k) {
             let failed: u64 = match g.fail {
                 Some((f, _)) if f == k => items()
-                    .filter(|&(s, i)| g.fails(s, i))
+                    .filter(|&(s, i)| fails(s, i))
                     .map(|(s, _)| here[s])
                     .sum(),
                 _ => 0,
@@ -277,7 +275,7 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
     prop_assert_eq!(hooks.len() as i64, emitted);
     for (s, i) in items() {
         let tag = (g.name(s), i);
-        let expected = if g.fails(s, i) {
+        let expected = if fails(s, i) {
             Outcome::Dropped
         } else {
             Outcome::Delivered

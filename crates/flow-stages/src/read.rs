@@ -162,6 +162,10 @@ struct Read {
     records: u64,
     /// On resume: records done by an earlier run, read again and skipped.
     skip: u64,
+    /// The identity of the files read (see [`Source::position`]), taken
+    /// once, before the reading starts: a file that changes while it is
+    /// read stops the run anyway, so a checkpoint need not look again.
+    identities: std::sync::OnceLock<Option<Vec<serde_json::Value>>>,
 }
 
 #[async_trait]
@@ -223,13 +227,15 @@ impl Source for Read {
     /// changed, truncated or replaced file is refused. Standard input
     /// cannot be read again: no position.
     fn position(&self) -> Option<serde_json::Value> {
-        let files = match &self.input {
-            Input::Stdin => return None,
-            Input::File(path) => vec![path.clone()],
-            Input::Glob(pattern) => walk_glob(pattern).ok()?,
-        };
-        let files: Vec<serde_json::Value> = files.iter().map(|p| file_identity(p)).collect();
-        Some(serde_json::json!({ "records": self.records, "files": files }))
+        let files = self.identities.get_or_init(|| {
+            let files = match &self.input {
+                Input::Stdin => return None,
+                Input::File(path) => vec![path.clone()],
+                Input::Glob(pattern) => walk_glob(pattern).ok()?,
+            };
+            Some(files.iter().map(|p| file_identity(p)).collect())
+        });
+        Some(serde_json::json!({ "records": self.records, "files": files.clone()? }))
     }
 
     fn resume(&mut self, position: serde_json::Value) -> Result<(), StageError> {
@@ -294,12 +300,11 @@ fn file_identity(path: &Path) -> serde_json::Value {
 
 /// What differs between the files of a checkpoint and those now, in words.
 fn changed_file(then: &serde_json::Value, now: &serde_json::Value) -> String {
-    let (empty, list) = (Vec::new(), |v: &serde_json::Value| v.as_array().cloned());
-    let (then, now) = (
-        list(then).unwrap_or(empty.clone()),
-        list(now).unwrap_or(empty),
-    );
-    for (a, b) in then.iter().zip(&now) {
+    fn list(v: &serde_json::Value) -> &[serde_json::Value] {
+        v.as_array().map_or(&[], Vec::as_slice)
+    }
+    let (then, now) = (list(then), list(now));
+    for (a, b) in then.iter().zip(now) {
         if a["path"] != b["path"] {
             return format!("{} is no longer read (now {})", a["path"], b["path"]);
         }
@@ -1051,6 +1056,7 @@ impl StageOptions for ReadOptions {
             total: Arc::new(AtomicU64::new(u64::MAX)),
             records: 0,
             skip: 0,
+            identities: std::sync::OnceLock::new(),
         }))
     }
 }
