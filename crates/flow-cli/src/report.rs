@@ -260,15 +260,32 @@ pub fn render(report: &Report, layout: Layout) -> String {
         ),
         width,
     );
-    if let Some(d) = report.durable.as_ref().filter(|d| d.resumed) {
-        out += &wrap(
-            &format!(
+    if let Some(d) = report
+        .durable
+        .as_ref()
+        .filter(|d| d.resumed || d.replayed > 0)
+    {
+        let mut line = if d.resumed {
+            format!(
                 "resumed from checkpoint: {} already done, {} replayed",
                 plural(d.items_done_before, "item", "items"),
                 count(d.replayed)
-            ),
-            width,
-        );
+            )
+        } else {
+            format!(
+                "started over: the interrupted run before saved no checkpoint; {} replayed",
+                count(d.replayed)
+            )
+        };
+        if !d.calls_replayed.is_empty() {
+            let calls: Vec<String> = d
+                .calls_replayed
+                .iter()
+                .map(|(stage, n)| format!("{} {}", for_display(stage), count(*n)))
+                .collect();
+            line += &format!("; calls made again: {}", calls.join(", "));
+        }
+        out += &wrap(&line, width);
     }
     if let Some(failure) = &report.failure {
         out += &wrap(&format!("stopped by: {}", for_display(failure)), width);
@@ -661,6 +678,39 @@ mod tests {
                 "wider than {width}: {line:?}"
             );
         }
+    }
+
+    /// A resumed run's line: what was done before, what is done again.
+    #[test]
+    fn a_durable_run_says_what_it_resumed_from_and_does_again() {
+        let line = |durable: flow_runner::stats::DurableReport| {
+            let mut report = bare(Status::Ok);
+            report.durable = Some(durable);
+            let text = render(&report, NARROW);
+            text.lines()
+                .find(|l| l.starts_with("resumed") || l.starts_with("started over"))
+                .map(str::to_string)
+        };
+        let mut d = flow_runner::stats::DurableReport::default();
+        assert_eq!(line(d.clone()), None, "a first run says nothing");
+        d.resumed = true;
+        d.items_done_before = 51_200;
+        d.replayed = 312;
+        assert_eq!(
+            line(d.clone()).unwrap(),
+            "resumed from checkpoint: 51200 items already done, 312 replayed"
+        );
+        d.calls_replayed = [("fetch".to_string(), 37), ("notify".to_string(), 1)].into();
+        assert_eq!(
+            line(d.clone()).unwrap(),
+            "resumed from checkpoint: 51200 items already done, 312 replayed; calls made"
+        );
+        d.resumed = false;
+        d.items_done_before = 0;
+        assert_eq!(
+            line(d).unwrap(),
+            "started over: the interrupted run before saved no checkpoint; 312 replayed;"
+        );
     }
 
     #[test]

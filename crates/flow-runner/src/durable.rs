@@ -37,21 +37,22 @@ use crate::plan::Plan;
 const VERSION: u32 = 1;
 /// The checkpoint's name in the state directory.
 const FILE: &str = "checkpoint.json";
-/// The high-water mark's name in the state directory: how many items the
-/// sources had emitted over every run, written before each batch goes on,
-/// so the next run knows how many it handles again.
-const EMITTED: &str = "emitted";
-/// Items replayed by every resumed run so far (each run's replays are
-/// added when it starts, so a run killed later still counts).
-const REPLAYED: &str = "replayed";
+/// The marks' name in the state directory (see [`Marks`]).
+const MARKS: &str = "marks";
+/// What the resumed runs of a job replayed so far (see [`Replays`]).
+const REPLAYS: &str = "replays.json";
 
-/// A count kept in a file of its own, 8 bytes; 0 when missing.
-fn read_count(path: &Path) -> u64 {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map_or(0, u64::from_le_bytes)
+/// What the resumed runs of a job replayed, summed, and which marks were
+/// counted in it: a run counts the marks an interrupted run left once,
+/// even when it is itself killed before it could start marks of its own.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Replays {
+    items: u64,
+    calls: BTreeMap<String, u64>,
+    /// The run mark (see [`Marks`]) of the marks last counted.
+    counted: u64,
 }
+
 /// The longest a checkpoint waits for the items in flight to drain.
 pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(5);
 
@@ -73,6 +74,10 @@ pub(crate) struct Checkpoint {
     /// Each source's items done, over every run so far, by stage name.
     #[serde(default)]
     source_items: BTreeMap<String, u64>,
+    /// The calls each stage with effects had made, over every run so far,
+    /// by stage name (see [`Calls`]).
+    #[serde(default)]
+    calls: BTreeMap<String, u64>,
 }
 
 /// A durable run's settings and what it resumed from.
@@ -92,6 +97,14 @@ pub struct Durability {
     pub replayed: u64,
     /// Items replayed by every resumed run of this job, this one included.
     pub replayed_total: u64,
+    /// The calls each stage with effects had made by the checkpoint this
+    /// run resumed from, by stage name.
+    pub(crate) calls_before: BTreeMap<String, u64>,
+    /// Calls the interrupted run before made after its last checkpoint,
+    /// by stage: this run makes them again.
+    pub calls_replayed: BTreeMap<String, u64>,
+    /// The same, summed over every resumed run of this job.
+    pub calls_replayed_total: BTreeMap<String, u64>,
 }
 
 impl Durability {
@@ -130,8 +143,8 @@ pub fn prepare(plan: &mut Plan, dir: &Path, fresh: bool) -> Result<(), String> {
     })?;
     let path = dir.join(FILE);
     if fresh {
-        let _ = std::fs::remove_file(dir.join(EMITTED));
-        let _ = std::fs::remove_file(dir.join(REPLAYED));
+        let _ = std::fs::remove_file(dir.join(MARKS));
+        let _ = std::fs::remove_file(dir.join(REPLAYS));
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -146,8 +159,11 @@ pub fn prepare(plan: &mut Plan, dir: &Path, fresh: bool) -> Result<(), String> {
         source_items_before: BTreeMap::new(),
         replayed: 0,
         replayed_total: 0,
+        calls_before: BTreeMap::new(),
+        calls_replayed: BTreeMap::new(),
+        calls_replayed_total: BTreeMap::new(),
     };
-    let emitted_before = read_count(&dir.join(EMITTED));
+    let marks = Marks::read(&dir.join(MARKS), plan.stages.len());
     if let Some(cp) = read(&path)? {
         let refuse = |why: String| {
             format!(
@@ -186,12 +202,36 @@ pub fn prepare(plan: &mut Plan, dir: &Path, fresh: bool) -> Result<(), String> {
         durability.items_done_before = cp.items_done;
         durability.runs_before = cp.runs;
         durability.source_items_before = cp.source_items;
-        durability.replayed = emitted_before.saturating_sub(cp.items_done);
-        let total = read_count(&dir.join(REPLAYED)) + durability.replayed;
-        std::fs::write(dir.join(REPLAYED), total.to_le_bytes())
-            .map_err(|e| format!("{}: cannot write: {e}", dir.join(REPLAYED).display()))?;
-        durability.replayed_total = total;
+        durability.calls_before = cp.calls;
     }
+    // What an interrupted run did after the checkpoint (or, killed before
+    // its first, at all), this run does again.
+    let mut replays: Replays = std::fs::read(dir.join(REPLAYS))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if let Some(marks) = marks {
+        durability.replayed = marks.emitted.saturating_sub(durability.items_done_before);
+        for (s, made) in plan.stages.iter().zip(marks.calls) {
+            let again =
+                made.saturating_sub(durability.calls_before.get(&s.name).copied().unwrap_or(0));
+            if again > 0 {
+                durability.calls_replayed.insert(s.name.clone(), again);
+            }
+        }
+        if marks.run != replays.counted {
+            replays.items += durability.replayed;
+            for (name, again) in &durability.calls_replayed {
+                *replays.calls.entry(name.clone()).or_default() += again;
+            }
+            replays.counted = marks.run;
+            let bytes = serde_json::to_vec(&replays).expect("counts serialize");
+            write_atomic(dir, REPLAYS, &bytes)
+                .map_err(|e| format!("{}: cannot write: {e}", dir.join(REPLAYS).display()))?;
+        }
+    }
+    durability.replayed_total = replays.items;
+    durability.calls_replayed_total = replays.calls;
     plan.durability = Some(durability);
     Ok(())
 }
@@ -220,21 +260,129 @@ fn read(path: &Path) -> Result<Option<Checkpoint>, String> {
 /// Saves `cp` in `dir` atomically: a temporary file, fsynced, renamed
 /// over the last checkpoint, then the directory fsynced.
 fn write(dir: &Path, cp: &Checkpoint) -> std::io::Result<()> {
+    write_atomic(
+        dir,
+        FILE,
+        &serde_json::to_vec(cp).map_err(std::io::Error::other)?,
+    )
+}
+
+/// Replaces `dir/name` with `bytes` atomically: a reader (the next run)
+/// finds the old file or the new one, whole, whenever the process or the
+/// machine stops.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    let tmp = dir.join(format!("{FILE}.tmp"));
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(cp).map_err(std::io::Error::other)?)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, dir.join(FILE))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()
 }
 
 /// Removes the checkpoint of a finished run.
 pub(crate) fn remove(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(FILE));
-    let _ = std::fs::remove_file(dir.join(EMITTED));
-    let _ = std::fs::remove_file(dir.join(REPLAYED));
+    let _ = std::fs::remove_file(dir.join(MARKS));
+    let _ = std::fs::remove_file(dir.join(REPLAYS));
+}
+
+/// High-water marks, so that a resumed run knows what it does again:
+/// how many items the sources had emitted, and how many calls each stage
+/// whose workers have effects (a [`flow_core::Processor`]: `http`, `exec`,
+/// `files`, a plugin's) had made, over every run of the job. Each is
+/// written to `DIR/marks` before the batch goes on or the call is made
+/// (one small write, not synced: a killed process loses no written byte,
+/// a power cut may, and then the replay counts are low), so a run killed
+/// at any moment leaves marks no lower than what it did. The next run
+/// subtracts what its checkpoint counts as done.
+///
+/// The file: the run's mark (a random number, so that marks are counted
+/// once), the items emitted, then one count of calls per stage in plan
+/// order; 8 bytes each, little-endian.
+pub(crate) struct Marks {
+    /// The run's mark, the items emitted, the calls per stage.
+    values: Mutex<Vec<u64>>,
+    file: Option<std::fs::File>,
+}
+
+/// What a marks file says.
+struct MarksRead {
+    run: u64,
+    emitted: u64,
+    calls: Vec<u64>,
+}
+
+impl Marks {
+    /// The marks of this run: it starts where its checkpoint stands
+    /// (written at once, so what an earlier run marked past it is not
+    /// counted twice).
+    fn start(durability: &Durability, names: &[String]) -> Marks {
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        let calls = names
+            .iter()
+            .map(|n| durability.calls_before.get(n).copied().unwrap_or(0));
+        let values: Vec<u64> = [run, durability.items_done_before]
+            .into_iter()
+            .chain(calls)
+            .collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|c| c.to_le_bytes()).collect();
+        let path = durability.dir.join(MARKS);
+        let file = std::fs::write(&path, bytes)
+            .and_then(|()| std::fs::OpenOptions::new().write(true).open(&path))
+            .inspect_err(|e| tracing::debug!("cannot write the marks: {e}"))
+            .ok();
+        Marks {
+            values: Mutex::new(values),
+            file,
+        }
+    }
+
+    /// The marks a file holds, for a plan of `stages` stages.
+    fn read(path: &Path, stages: usize) -> Option<MarksRead> {
+        let bytes = std::fs::read(path).ok()?;
+        let mut values = bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        Some(MarksRead {
+            run: values.next()?,
+            emitted: values.next()?,
+            calls: values.take(stages).collect(),
+        })
+    }
+
+    /// Sets value `at` (1: items emitted, 2 + i: calls of stage i) to
+    /// what `f` makes of it, and writes it through.
+    fn update(&self, at: usize, f: impl FnOnce(u64) -> u64) {
+        use std::os::unix::fs::FileExt;
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values[at] = f(values[at]);
+        if let Some(file) = &self.file
+            && let Err(e) = file.write_all_at(&values[at].to_le_bytes(), 8 * at as u64)
+        {
+            tracing::debug!("cannot write the marks: {e}");
+        }
+    }
+
+    /// Stage `i` is about to make a call.
+    pub(crate) fn call(&self, i: usize) {
+        self.update(2 + i, |n| n + 1);
+    }
+
+    /// The calls made so far by the stages that made any, by name.
+    fn calls(&self, names: &[String]) -> BTreeMap<String, u64> {
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        names
+            .iter()
+            .zip(&values[2..])
+            .filter(|(_, c)| **c > 0)
+            .map(|(n, c)| (n.clone(), *c))
+            .collect()
+    }
 }
 
 /// What the sources and the checkpointer share during a durable run.
@@ -257,13 +405,24 @@ pub(crate) struct Checkpoints {
     positions: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Checkpoints saved in this run.
     pub(crate) saved: AtomicU64,
-    /// The high-water mark file (see [`EMITTED`]).
-    mark: Mutex<Option<std::fs::File>>,
+    /// What this run emitted and called, written through.
+    pub(crate) marks: Marks,
+    /// The stages' names, in plan order.
+    names: Vec<String>,
 }
 
 impl Checkpoints {
-    pub(crate) fn new(durability: Durability, hash: String, sources: usize) -> Arc<Self> {
+    /// `stages`: the names of the run's stages, in plan order.
+    pub(crate) fn new(
+        durability: Durability,
+        hash: String,
+        sources: usize,
+        stages: Vec<String>,
+    ) -> Arc<Self> {
+        let marks = Marks::start(&durability, &stages);
         Arc::new(Checkpoints {
+            marks,
+            names: stages,
             pipeline_hash: hash,
             pause: AtomicBool::new(false),
             resume: tokio::sync::Notify::new(),
@@ -274,7 +433,6 @@ impl Checkpoints {
             emitted: AtomicU64::new(0),
             positions: Mutex::new(BTreeMap::new()),
             saved: AtomicU64::new(0),
-            mark: Mutex::new(None),
             durability,
         })
     }
@@ -284,7 +442,8 @@ impl Checkpoints {
     pub(crate) fn batch(self: &Arc<Self>, n: usize) -> Lineage {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let emitted = self.emitted.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
-        self.mark_emitted(self.durability.items_done_before + emitted);
+        let total = self.durability.items_done_before + emitted;
+        self.marks.update(1, |old| old.max(total));
         let me = self.clone();
         Lineage::with_hook(move |outcome| {
             if outcome == Outcome::Abandoned {
@@ -297,27 +456,6 @@ impl Checkpoints {
     /// Whether a checkpoint asks the sources to park.
     pub(crate) fn pause_asked(&self) -> bool {
         self.pause.load(Ordering::SeqCst)
-    }
-
-    /// Writes the high-water mark before the batch goes on: one small
-    /// write per batch, not synced (a killed process loses no written
-    /// byte; a power cut may, and then the replay count is low).
-    fn mark_emitted(&self, total: u64) {
-        use std::os::unix::fs::FileExt;
-        let mut mark = self.mark.lock().unwrap_or_else(|e| e.into_inner());
-        if mark.is_none() {
-            *mark = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(self.durability.dir.join(EMITTED))
-                .ok();
-        }
-        if let Some(f) = mark.as_ref()
-            && let Err(e) = f.write_all_at(&total.to_le_bytes(), 0)
-        {
-            tracing::debug!("cannot write the high-water mark: {e}");
-        }
     }
 
     /// Between two `next` calls of source `name`, at `position`: parks it
@@ -444,6 +582,7 @@ impl Checkpoints {
                     (name, before.unwrap_or(0) + n)
                 })
                 .collect(),
+            calls: self.marks.calls(&self.names),
         };
         match write(&self.durability.dir, &cp) {
             Ok(()) => {
@@ -483,6 +622,7 @@ mod tests {
             items_done: 7,
             runs,
             source_items: BTreeMap::new(),
+            calls: BTreeMap::new(),
         }
     }
 

@@ -209,8 +209,10 @@ impl Running {
             .iter()
             .filter(|s| s.kind == StageKind::Source)
             .count();
-        let checkpoints =
-            durability.map(|d| crate::durable::Checkpoints::new(d, hash.clone(), sources));
+        let checkpoints = durability.map(|d| {
+            let names = stages.iter().map(|s| s.name.clone()).collect();
+            crate::durable::Checkpoints::new(d, hash.clone(), sources, names)
+        });
         let live_workers = stages
             .iter()
             .filter(|s| s.kind != StageKind::Source)
@@ -642,6 +644,8 @@ impl Shared {
                     checkpoints: cp.saved.load(Ordering::Relaxed),
                     replayed: cp.durability.replayed,
                     replayed_total: cp.durability.replayed_total,
+                    calls_replayed: cp.durability.calls_replayed.clone(),
+                    calls_replayed_total: cp.durability.calls_replayed_total.clone(),
                 }),
             stages,
             errors,

@@ -1,7 +1,7 @@
 //! What every stage did: live counters while the run goes, and the
 //! [`Report`] at the end (the table on stderr and `--stats-json`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -449,6 +449,16 @@ pub struct DurableReport {
     /// The same, over every resumed run of this job (runs killed before
     /// they could report included).
     pub replayed_total: u64,
+    /// Calls that stages with effects (`http`, `exec`, `files`, plugins'
+    /// processors) had made after the last checkpoint of the interrupted
+    /// run before, by stage: this run makes them again. At most one per
+    /// worker of these was cut short by the interruption and never
+    /// reached its destination.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub calls_replayed: BTreeMap<String, u64>,
+    /// The same, summed over every resumed run of this job.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub calls_replayed_total: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]

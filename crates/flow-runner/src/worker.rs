@@ -42,6 +42,7 @@ pub(crate) async fn run(
     let cancel = pipeline.stops.cancel.clone();
     let mut worker = WorkerLoop {
         pipeline,
+        stage: i,
         st,
         index,
         factory,
@@ -102,6 +103,8 @@ fn make(st: &StageRun, index: usize, factory: &Factory) -> Result<Slot, String> 
 
 struct WorkerLoop<'a> {
     pipeline: &'a Pipeline,
+    /// The stage's index in the plan.
+    stage: usize,
     st: &'a StageRun,
     index: usize,
     factory: &'a Factory,
@@ -406,6 +409,11 @@ impl WorkerLoop<'_> {
         let timeout = self.st.control.timeout;
         let cancel: &AtomicBool = self.cancel;
         let limits = Limits::cancelled_by(cancel);
+        if let (Slot::Processor(_), Some(cp)) = (&self.slot, &self.pipeline.checkpoints) {
+            // A durable run counts the calls that may have effects before
+            // making them, so a resumed run knows how many it makes again.
+            cp.marks.call(self.stage);
+        }
         let outcome = match (&mut self.slot, timeout) {
             (Slot::Transform(t), None) => {
                 catch(|| interrupt::within(&limits, || t.apply(value, &mut self.held.out)))

@@ -82,6 +82,18 @@ const NAME_MAX: usize = 255;
 
 impl StageOptions for FilesOptions {
     fn build(self, ctx: &BuildContext) -> Result<Stage, ConfigError> {
+        Ok(self.build_durable(ctx)?.0)
+    }
+
+    /// In a durable run, the checkpoint keeps the names written (with
+    /// `duplicates: fail`), so that a resumed run still refuses a second
+    /// item naming a file an item before the checkpoint wrote. The files
+    /// themselves stay: an item replayed after a crash writes its file
+    /// again, whole, under the same name.
+    fn build_durable(
+        self,
+        ctx: &BuildContext,
+    ) -> Result<(Stage, Option<Arc<dyn flow_core::Durable>>), ConfigError> {
         if self.dir.is_empty() {
             return Err(ConfigError::new("dir", "must not be empty"));
         }
@@ -96,14 +108,40 @@ impl StageOptions for FilesOptions {
             utf8: self.invalid_utf8,
             written: (self.duplicates == Duplicates::Fail).then(|| Mutex::new(HashSet::new())),
         });
-        Ok(Stage::processor(move |_| {
+        let durable = Arc::new(DurableNames(target.clone())) as Arc<dyn flow_core::Durable>;
+        let stage = Stage::processor(move |_| {
             // Made here, when a worker starts, so that validating a pipeline
             // creates nothing; a directory that cannot be made stops the run.
             std::fs::create_dir_all(&target.dir).map_err(|e| {
                 StageError::permanent(format!("cannot create {}: {e}", target.dir.display()))
             })?;
             Ok(FilesWorker(target.clone()))
-        }))
+        });
+        Ok((stage, Some(durable)))
+    }
+}
+
+/// What a durable run saves of a `files` stage: the names written.
+struct DurableNames(Arc<Target>);
+
+impl flow_core::Durable for DurableNames {
+    fn snapshot(&self) -> Result<serde_json::Value, StageError> {
+        let Some(written) = &self.0.written else {
+            return Ok(serde_json::json!({ "written": null }));
+        };
+        let written = written.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&str> = written.iter().filter_map(|p| p.to_str()).collect();
+        names.sort_unstable();
+        Ok(serde_json::json!({ "written": names }))
+    }
+
+    fn restore(&self, state: serde_json::Value) -> Result<(), StageError> {
+        let (Some(written), Some(names)) = (&self.0.written, state["written"].as_array()) else {
+            return Ok(());
+        };
+        let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+        written.extend(names.iter().filter_map(|n| n.as_str()).map(PathBuf::from));
+        Ok(())
     }
 }
 
@@ -879,6 +917,55 @@ mod tests {
         write(&mut workers[1], named("a/c.txt", "other"))
             .await
             .unwrap();
+    }
+
+    /// A resumed durable run starts from the names the checkpoint saved:
+    /// a name written before it is still refused, others are free.
+    #[tokio::test]
+    async fn a_durable_run_saves_the_names_written_and_a_resumed_run_refuses_them() {
+        let base = tempfile::tempdir().unwrap();
+        let with = serde_json::json!({ "dir": "out", "name": ".name" });
+        let options = |with: &serde_json::Value| {
+            serde_json::from_value::<FilesOptions>(with.clone()).unwrap()
+        };
+        let start = |with: &serde_json::Value| {
+            let (stage, durable) = options(with).build_durable(&ctx(base.path())).unwrap();
+            let Stage::Workers(make) = stage else {
+                panic!("files has workers")
+            };
+            let Worker::Processor(p) = make(0).unwrap() else {
+                panic!("files writes off the async workers")
+            };
+            (p, durable.expect("files keeps state in a durable run"))
+        };
+        let (mut first, durable) = start(&with);
+        write(&mut first, named("b.txt", "1")).await.unwrap();
+        write(&mut first, named("a/c.txt", "2")).await.unwrap();
+        let saved = durable.snapshot().unwrap();
+        assert_eq!(
+            saved,
+            serde_json::json!({ "written": ["a/c.txt", "b.txt"] })
+        );
+
+        let (mut second, durable) = start(&with);
+        durable.restore(saved).unwrap();
+        let err = write(&mut second, named("b.txt", "3")).await.unwrap_err();
+        assert!(err.message().contains("already written"), "{err}");
+        write(&mut second, named("d.txt", "4")).await.unwrap();
+        let file = base.path().join("out/b.txt");
+        assert_eq!(std::fs::read_to_string(file).unwrap(), "1");
+
+        // With `duplicates: replace` nothing is kept, and nothing refused.
+        let with = serde_json::json!({ "dir": "out", "name": ".name", "duplicates": "replace" });
+        let (mut third, durable) = start(&with);
+        assert_eq!(
+            durable.snapshot().unwrap(),
+            serde_json::json!({ "written": null })
+        );
+        durable
+            .restore(serde_json::json!({ "written": ["b.txt"] }))
+            .unwrap();
+        write(&mut third, named("b.txt", "5")).await.unwrap();
     }
 
     #[tokio::test]

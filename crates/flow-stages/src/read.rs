@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read as _};
+use std::io::{self, BufRead, BufReader, Read as _, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +116,16 @@ pub enum ReadFormat {
     Bytes,
 }
 
+impl ReadFormat {
+    /// Whether a resumed reading seeks to where it stood (see [`At`]).
+    fn seeks(self) -> bool {
+        matches!(
+            self,
+            ReadFormat::Lines | ReadFormat::Jsonl | ReadFormat::Bytes
+        )
+    }
+}
+
 /// What `path` names.
 #[derive(Clone, Debug)]
 enum Input {
@@ -138,9 +148,37 @@ struct Limits {
 /// them: items, a record that failed (so it keeps its place among the
 /// items), and the end.
 enum Chunk {
-    Items(Vec<Value>),
-    Failed(Value, StageError),
+    /// Records read, and where the reading stands after the last of them.
+    Items(Vec<Value>, Option<At>),
+    Failed(Value, StageError, Option<At>),
     End,
+}
+
+/// Where the reading of the input stands after a record: in the file at
+/// `file` (its index in the sorted list), `offset` bytes in, after `line`
+/// lines. A resumed run seeks there instead of reading what is done again.
+/// Known for lines, JSON lines and whole files; CSV and JSON arrays carry
+/// parser state across records, and resume by skipping the records done.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct At {
+    file: usize,
+    offset: u64,
+    line: u64,
+}
+
+impl At {
+    fn to_json(self) -> serde_json::Value {
+        serde_json::json!({ "file": self.file, "offset": self.offset, "line": self.line })
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<At> {
+        let field = |k: &str| v.get(k)?.as_u64();
+        Some(At {
+            file: usize::try_from(field("file")?).ok()?,
+            offset: field("offset")?,
+            line: field("line")?,
+        })
+    }
 }
 
 type Batches = mpsc::Receiver<Result<Chunk, StageError>>;
@@ -160,8 +198,14 @@ struct Read {
     total: Arc<AtomicU64>,
     /// Records emitted or failed so far (with those skipped on resume).
     records: u64,
-    /// On resume: records done by an earlier run, read again and skipped.
+    /// On resume: records done by an earlier run, read again and skipped
+    /// (for formats that cannot seek to `start`).
     skip: u64,
+    /// On resume: where the reader starts, past the records done.
+    start: Option<At>,
+    /// Where the reading stands after the last record received, when the
+    /// format knows (`None` after a record whose end is not known).
+    at: Option<At>,
     /// The identity of the files read (see [`Source::position`]), taken
     /// once, before the reading starts: a file that changes while it is
     /// read stops the run anyway, so a checkpoint need not look again.
@@ -173,10 +217,11 @@ impl Source for Read {
     async fn next(&mut self, out: &mut Output) -> Result<Next, StageError> {
         let batches = self.batches.get_or_insert_with(|| {
             spawn_counter(&self.input, self.format, Arc::downgrade(&self.total));
-            spawn_reader(self.input.clone(), self.format, self.limits)
+            spawn_reader(self.input.clone(), self.format, self.limits, self.start)
         });
         match batches.recv().await {
-            Some(Ok(Chunk::Items(values))) => {
+            Some(Ok(Chunk::Items(values, at))) => {
+                self.at = at;
                 self.records += values.len() as u64;
                 let done = self.skip.min(values.len() as u64);
                 self.skip -= done;
@@ -186,7 +231,8 @@ impl Source for Read {
                     .for_each(|v| out.emit(v));
                 Ok(Next::More)
             }
-            Some(Ok(Chunk::Failed(record, error))) => {
+            Some(Ok(Chunk::Failed(record, error, at))) => {
+                self.at = at;
                 self.records += 1;
                 if self.skip > 0 {
                     self.skip -= 1;
@@ -222,10 +268,11 @@ impl Source for Read {
         }
     }
 
-    /// How many records are done, and the identity of every file read (its
-    /// path, size and a hash of its first 64 KiB), so that a resume over a
-    /// changed, truncated or replaced file is refused. Standard input
-    /// cannot be read again: no position.
+    /// How many records are done, where the next one starts (file, byte
+    /// offset and line number, when the format allows a seek), and the
+    /// identity of every file read (its path, size and a hash of its first
+    /// 64 KiB), so that a resume over a changed, truncated or replaced file
+    /// is refused. Standard input cannot be read again: no position.
     fn position(&self) -> Option<serde_json::Value> {
         let files = self.identities.get_or_init(|| {
             let files = match &self.input {
@@ -235,17 +282,27 @@ impl Source for Read {
             };
             Some(files.iter().map(|p| file_identity(p)).collect())
         });
-        Some(serde_json::json!({ "records": self.records, "files": files.clone()? }))
+        let mut position = serde_json::json!({ "records": self.records, "files": files.clone()? });
+        if let Some(at) = self.at {
+            position["at"] = at.to_json();
+        }
+        Some(position)
     }
 
     fn resume(&mut self, position: serde_json::Value) -> Result<(), StageError> {
-        let Some(position) = self.position_check(&position)? else {
+        let Some(records) = self.position_check(&position)? else {
             return Err(StageError::permanent(
                 "standard input cannot be read again: a run reading `-` cannot be resumed",
             ));
         };
-        self.skip = position;
-        self.records = 0;
+        let at = At::from_json(&position["at"]).filter(|_| self.format.seeks());
+        match at {
+            Some(at) => {
+                (self.start, self.at) = (Some(at), Some(at));
+                (self.records, self.skip) = (records, 0);
+            }
+            None => (self.records, self.skip) = (0, records),
+        }
         Ok(())
     }
 }
@@ -442,17 +499,19 @@ impl io::Read for WhileWanted {
     }
 }
 
-/// Skips a UTF-8 byte order mark at the start of an input.
-fn skip_bom(input: &mut impl BufRead) -> io::Result<()> {
+/// Skips a UTF-8 byte order mark at the start of an input; how many bytes
+/// it skipped.
+fn skip_bom(input: &mut impl BufRead) -> io::Result<u64> {
     if input.fill_buf()?.starts_with(b"\xef\xbb\xbf") {
         input.consume(3);
+        return Ok(3);
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Reads on a plain thread (one blocked on stdin must not keep the runtime
 /// from shutting down) and sends batches of items.
-fn spawn_reader(input: Input, format: ReadFormat, limits: Limits) -> Batches {
+fn spawn_reader(input: Input, format: ReadFormat, limits: Limits, start: Option<At>) -> Batches {
     let (tx, rx) = mpsc::channel(2);
     let thread_tx = tx.clone();
     let spawned = std::thread::Builder::new()
@@ -470,8 +529,9 @@ fn spawn_reader(input: Input, format: ReadFormat, limits: Limits) -> Batches {
                 batch: Vec::new(),
                 bytes: 0,
                 limit,
+                at: None,
             }));
-            let result = read_all(&input, format, limits, &pending);
+            let result = read_all(&input, format, limits, start, &pending);
             // The items read before an error are handled before it stops the run.
             if pending.borrow_mut().flush().is_ok() {
                 let _ = tx.blocking_send(result.map(|()| Chunk::End));
@@ -491,6 +551,8 @@ struct Pending {
     /// Roughly how many bytes of records `batch` holds.
     bytes: usize,
     limit: usize,
+    /// Where the reading stands after the last record in `batch`.
+    at: Option<At>,
 }
 
 /// The source task is gone: the run stopped reading.
@@ -498,9 +560,10 @@ struct Pending {
 struct Stopped;
 
 impl Pending {
-    fn push(&mut self, value: Value, size: usize) -> Result<(), Stopped> {
+    fn push(&mut self, value: Value, size: usize, at: Option<At>) -> Result<(), Stopped> {
         self.batch.push(value);
         self.bytes += size;
+        self.at = at;
         if self.batch.len() >= self.limit || self.bytes >= BATCH_BYTES {
             self.flush()
         } else {
@@ -509,10 +572,10 @@ impl Pending {
     }
 
     /// A record that failed goes after the items read before it.
-    fn fail(&mut self, record: Value, error: StageError) -> Result<(), Stopped> {
+    fn fail(&mut self, record: Value, error: StageError, at: Option<At>) -> Result<(), Stopped> {
         self.flush()?;
         self.tx
-            .blocking_send(Ok(Chunk::Failed(record, error)))
+            .blocking_send(Ok(Chunk::Failed(record, error, at)))
             .map_err(|_| Stopped)
     }
 
@@ -523,7 +586,7 @@ impl Pending {
         self.bytes = 0;
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.limit));
         self.tx
-            .blocking_send(Ok(Chunk::Items(batch)))
+            .blocking_send(Ok(Chunk::Items(batch, self.at)))
             .map_err(|_| Stopped)
     }
 }
@@ -622,29 +685,50 @@ fn read_all(
     input: &Input,
     format: ReadFormat,
     limits: Limits,
+    start: Option<At>,
     pending: &Rc<RefCell<Pending>>,
 ) -> Result<(), StageError> {
+    let start = start.unwrap_or_default();
     let files = match input {
         Input::Stdin => vec![None],
         Input::File(path) => vec![Some(path.clone())],
         Input::Glob(pattern) => expand(pattern)?.into_iter().map(Some).collect(),
     };
-    for path in files {
+    for (index, path) in files.into_iter().enumerate().skip(start.file) {
+        let from = if index == start.file {
+            At {
+                file: index,
+                ..start
+            }
+        } else {
+            At {
+                file: index,
+                offset: 0,
+                line: 0,
+            }
+        };
         let name = path
             .as_ref()
             .map_or_else(|| "stdin".to_string(), |p| p.display().to_string());
         let (inner, snapshot): (Box<dyn io::Read>, _) = match &path {
             None => (Box::new(io::stdin()), None),
             Some(p) => {
-                let file = File::open(p)
+                let mut file = File::open(p)
                     .map_err(|e| StageError::permanent(format!("cannot open {name}: {e}")))?;
+                if from.offset > 0 {
+                    file.seek(SeekFrom::Start(from.offset)).map_err(|e| {
+                        StageError::permanent(format!("cannot seek in {name}: {e}"))
+                    })?;
+                }
                 let snapshot = Snapshot::take(&file);
                 (Box::new(file), snapshot)
             }
         };
-        let read = Rc::new(Cell::new(0));
+        let read = Rc::new(Cell::new(from.offset));
         let file = FileInput {
             name: &name,
+            from,
+            next: Cell::new(None),
             path: path.as_deref(),
             pending,
             limits,
@@ -683,6 +767,10 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>, StageError> {
 /// One input being read: its name for messages, and where its items go.
 struct FileInput<'a> {
     name: &'a str,
+    /// Where the reading of this file starts.
+    from: At,
+    /// Where the reading stands after the record being pushed (see [`At`]).
+    next: Cell<Option<At>>,
     /// `None` for stdin.
     path: Option<&'a Path>,
     pending: &'a Rc<RefCell<Pending>>,
@@ -709,7 +797,11 @@ fn text_value(text: std::borrow::Cow<'_, str>) -> Value {
 
 impl FileInput<'_> {
     fn push(&self, value: Value, size: usize) -> Result<(), StageError> {
-        self.pending.borrow_mut().push(value, size).map_err(stopped)
+        let at = self.next.get();
+        self.pending
+            .borrow_mut()
+            .push(value, size, at)
+            .map_err(stopped)
     }
 
     /// The record at `line` failed: its error goes through `on_error`,
@@ -742,7 +834,7 @@ impl FileInput<'_> {
         let error = StageError::permanent(format!("{}:{at}: {message}", self.name));
         self.pending
             .borrow_mut()
-            .fail(string(quote_record(raw)), error)
+            .fail(string(quote_record(raw)), error, self.next.get())
             .map_err(stopped)
     }
 
@@ -769,12 +861,18 @@ impl FileInput<'_> {
 
     fn lines(&self, read: FlushBeforeRead, format: ReadFormat) -> Result<(), StageError> {
         let mut input = BufReader::with_capacity(1 << 16, read);
-        skip_bom(&mut input).map_err(|e| self.io_error(e))?;
+        let At {
+            file,
+            mut offset,
+            line: mut number,
+        } = self.from;
+        if offset == 0 {
+            offset = skip_bom(&mut input).map_err(|e| self.io_error(e))?;
+        }
         let max = self.limits.max_record.as_usize();
         // The longest line kept: the record, then `\r\n`.
         let keep = (max as u64).saturating_add(2);
         let mut line = Vec::new();
-        let mut number = 0u64;
         loop {
             line.clear();
             let n = input
@@ -786,13 +884,21 @@ impl FileInput<'_> {
                 return self.unchanged();
             }
             number += 1;
+            offset += n as u64;
             if n as u64 == keep && !line.ends_with(b"\n") {
                 // Too long, and not over yet: say so now, then skip the
-                // rest without keeping it.
+                // rest without keeping it. Where it ends is not known yet:
+                // a checkpoint now resumes by skipping records instead.
+                self.next.set(None);
                 self.fail(number, self.too_long(), &line)?;
-                input.skip_until(b'\n').map_err(|e| self.io_error(e))?;
+                offset += input.skip_until(b'\n').map_err(|e| self.io_error(e))? as u64;
                 continue;
             }
+            self.next.set(Some(At {
+                file,
+                offset,
+                line: number,
+            }));
             let text = trim_newline(&line);
             if text.len() > max {
                 self.fail(number, self.too_long(), text)?;
@@ -997,9 +1103,14 @@ impl FileInput<'_> {
             ));
             self.pending
                 .borrow_mut()
-                .fail(record(None), error)
+                .fail(record(None), error, self.next.get())
                 .map_err(stopped)
         };
+        self.next.set(Some(At {
+            file: self.from.file + 1,
+            offset: 0,
+            line: 0,
+        }));
         let size = self.snapshot.map_or(0, |s| s.size);
         if size > max.bytes() {
             return too_big();
@@ -1056,6 +1167,8 @@ impl StageOptions for ReadOptions {
             total: Arc::new(AtomicU64::new(u64::MAX)),
             records: 0,
             skip: 0,
+            start: None,
+            at: None,
             identities: std::sync::OnceLock::new(),
         }))
     }
@@ -1749,5 +1862,112 @@ mod tests {
             options.build(&ctx(Path::new("."))).err().unwrap().key,
             "path"
         );
+    }
+
+    /// Reads with `with` for `calls` calls of `next`, takes the position,
+    /// and resumes a fresh source from it: what the two emit together is
+    /// what one reading emits, and the position says where the first
+    /// stopped.
+    async fn resumed(dir: &Path, with: serde_json::Value, calls: usize) -> serde_json::Value {
+        let (whole, error) = run(dir, with.clone()).await;
+        assert_eq!(error, None);
+        let mut first = source(dir, with.clone());
+        let mut out = Output::new();
+        let mut got = Vec::new();
+        for _ in 0..calls {
+            assert!(matches!(first.next(&mut out).await, Ok(Next::More)));
+            got.extend(out.items_mut().drain(..).map(|i| to_json(&i.value)));
+            for (item, error) in out.take_failed() {
+                got.push(format!("error: {error} <{}>", value_text(&item.value)));
+            }
+        }
+        let position = first.position().expect("a file has a position");
+        assert_eq!(position["records"], got.len());
+        drop(first);
+        let mut second = source(dir, with);
+        second.resume(position.clone()).unwrap();
+        loop {
+            let next = second.next(&mut out).await.unwrap();
+            got.extend(out.items_mut().drain(..).map(|i| to_json(&i.value)));
+            for (item, error) in out.take_failed() {
+                got.push(format!("error: {error} <{}>", value_text(&item.value)));
+            }
+            if next == Next::Done {
+                break;
+            }
+        }
+        assert_eq!(got, whole, "first and resumed readings together");
+        position
+    }
+
+    #[tokio::test]
+    async fn a_resumed_reading_of_lines_seeks_past_the_lines_done() {
+        let dir = tempfile::tempdir().unwrap();
+        // Lines of different lengths, a bad one in each half, CRLF endings
+        // and a byte order mark.
+        let mut text = String::from("\u{feff}");
+        for i in 0..2000 {
+            match i {
+                7 | 1500 => text.push_str("{oops\r\n"),
+                _ => text.push_str(&format!(
+                    "{{\"n\":{i},\"pad\":\"{}\"}}\r\n",
+                    "x".repeat(i % 13)
+                )),
+            }
+        }
+        std::fs::write(dir.path().join("a.jsonl"), &text).unwrap();
+        let with = serde_json::json!({ "path": "a.jsonl", "format": "jsonl" });
+        let position = resumed(dir.path(), with, 4).await;
+        let records = position["records"].as_u64().unwrap() as usize;
+        let line_end = |n: usize| {
+            text.split_inclusive('\n')
+                .take(n)
+                .map(str::len)
+                .sum::<usize>()
+        };
+        assert_eq!(position["at"]["file"], 0);
+        assert_eq!(position["at"]["line"], records);
+        assert_eq!(position["at"]["offset"], line_end(records));
+        assert!(records > 8 && records < 1500, "{position}");
+    }
+
+    #[tokio::test]
+    async fn a_resumed_reading_of_files_and_lines_over_a_glob_starts_at_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in 0..5 {
+            let lines: String = (0..300).map(|i| format!("{f}-{i}\n")).collect();
+            std::fs::write(dir.path().join(format!("{f}.txt")), lines).unwrap();
+        }
+        let with = serde_json::json!({ "path": "*.txt", "format": "lines" });
+        let position = resumed(dir.path(), with, 3).await;
+        assert!(position["at"]["file"].as_u64().unwrap() >= 1, "{position}");
+        let with = serde_json::json!({ "path": "*.txt", "format": "bytes" });
+        let position = resumed(dir.path(), with, 2).await;
+        assert_eq!(
+            position["at"],
+            serde_json::json!({"file": 2, "offset": 0, "line": 0})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resumed_reading_of_csv_or_a_json_array_skips_the_records_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv: String = std::iter::once("a,b\n".to_string())
+            .chain((0..1000).map(|i| format!("{i},\"x\ny\"\n")))
+            .collect();
+        std::fs::write(dir.path().join("a.csv"), csv).unwrap();
+        let with = serde_json::json!({ "path": "a.csv", "format": "csv" });
+        let position = resumed(dir.path(), with, 2).await;
+        assert!(position.get("at").is_none(), "{position}");
+        let json = format!(
+            "[{}]",
+            (0..1000)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        std::fs::write(dir.path().join("a.json"), json).unwrap();
+        let with = serde_json::json!({ "path": "a.json", "format": "json" });
+        resumed(dir.path(), with, 2).await;
     }
 }
