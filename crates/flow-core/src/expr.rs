@@ -11,6 +11,7 @@ use jaq_core::box_iter::box_once;
 use jaq_core::load::{Arena, File, Loader, lex, parse};
 use jaq_core::{Ctx, Error, Exn, Vars, compile, data, native};
 
+use crate::fast::Fast;
 use crate::interrupt::{Evaluation, Stop};
 use crate::value::to_text;
 use crate::{StageError, Value};
@@ -23,6 +24,8 @@ pub struct Expr {
     code: Arc<str>,
     filter: Arc<Filter>,
     vars: usize,
+    /// The native form, when the expression has one (see [`crate::fast`]).
+    fast: Option<Arc<Fast>>,
 }
 
 /// Why an expression does not compile, with the byte offset in its text.
@@ -202,6 +205,13 @@ impl Expr {
         mut each: impl FnMut(Value) -> bool,
     ) -> Result<(), StageError> {
         debug_assert_eq!(vars.len(), self.vars, "one value per compiled variable");
+        let input = match &self.fast {
+            Some(fast) => match fast.run(input, vars) {
+                Ok(out) => return self.fast_output(out, each),
+                Err(input) => input,
+            },
+            None => input,
+        };
         let evaluation = Evaluation::enter();
         let ctx =
             Ctx::<data::JustLut<Value>>::new(&self.filter.lut, Vars::new(vars.iter().cloned()));
@@ -226,6 +236,48 @@ impl Expr {
             }
         }
         Ok(())
+    }
+
+    /// The output of the native evaluation, held to the same depth limit
+    /// as jaq's outputs.
+    fn fast_output(
+        &self,
+        out: Option<Value>,
+        mut each: impl FnMut(Value) -> bool,
+    ) -> Result<(), StageError> {
+        match out {
+            Some(v)
+                if matches!(v, Value::Arr(_) | Value::Obj(_))
+                    && crate::json::deeper_than(&v, crate::json::MAX_DEPTH) =>
+            {
+                crate::json::drop_value(v);
+                Err(self.error(format!(
+                    "gave a value nested deeper than {} levels",
+                    crate::json::MAX_DEPTH
+                )))
+            }
+            Some(v) => {
+                each(v);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The same expression, always run by jaq (to check the native
+    /// evaluation against).
+    #[cfg(test)]
+    pub(crate) fn jaq_only(&self) -> Expr {
+        Expr {
+            fast: None,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the expression has a native form.
+    #[cfg(test)]
+    pub(crate) fn is_fast(&self) -> bool {
+        self.fast.is_some()
     }
 
     fn error(&self, message: impl fmt::Display) -> StageError {
@@ -339,6 +391,7 @@ fn compile(code: &str, vars: &[&str]) -> Result<Expr, ExprError> {
         code: code.into(),
         filter: Arc::new(filter),
         vars: vars.len(),
+        fast: Fast::compile(code, vars).map(Arc::new),
     })
 }
 

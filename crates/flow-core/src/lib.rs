@@ -24,6 +24,7 @@
 
 pub mod children;
 pub mod expr;
+mod fast;
 pub mod interrupt;
 pub mod item;
 pub mod json;
