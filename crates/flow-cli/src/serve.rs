@@ -1065,7 +1065,8 @@ mod tests {
         assert_eq!(h.cumulative, vec![0, 1, 3, 3]);
         assert_eq!(h.count, 3);
         let sum_ms = h.sum.as_secs_f64() * 1000.0;
-        assert!((sum_ms - 43.0).abs() < 0.1, "{sum_ms}");
+        // Latencies are kept to 2 significant figures: within 1%.
+        assert!((sum_ms - 43.0).abs() < 0.43, "{sum_ms}");
     }
 
     #[test]

@@ -180,6 +180,46 @@ impl Expr {
         self.eval(input, &[], each)
     }
 
+    /// [`Expr::run_while`] on an input the caller lends for good: an
+    /// expression that changes its input (`.n = 1`) changes it in place
+    /// rather than a copy, and may leave `null` in its place when it
+    /// succeeds. On an error the input is as it was (except when the error
+    /// is an output nested deeper than the limit, made from the input).
+    pub fn run_taking(
+        &self,
+        input: &mut Value,
+        each: impl FnMut(Value) -> bool,
+    ) -> Result<(), StageError> {
+        if let Some(fast) = &self.fast {
+            match fast.run(std::mem::take(input), &[]) {
+                Ok(out) => {
+                    return self.fast_output(out, each).map_err(|(e, deep)| {
+                        crate::json::drop_value(deep);
+                        e
+                    });
+                }
+                Err(given_back) => *input = given_back,
+            }
+        }
+        self.jaq(input.clone(), &[], each)
+    }
+
+    /// Whether the expression's first output is true (neither `false` nor
+    /// `null`); false when it has none.
+    pub fn test(&self, input: &Value) -> Result<bool, StageError> {
+        if let Some(fast) = &self.fast
+            && let Ok(out) = fast.eval_ref(input, &[])
+        {
+            return Ok(out.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))));
+        }
+        let mut first = None;
+        self.jaq(input.clone(), &[], |v| {
+            first = Some(v);
+            false
+        })?;
+        Ok(first.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))))
+    }
+
     /// The expression's first output (`None` when it has none); the
     /// evaluation stops there.
     pub fn first(&self, input: Value) -> Result<Option<Value>, StageError> {
@@ -202,16 +242,31 @@ impl Expr {
         &self,
         input: Value,
         vars: &[Value],
-        mut each: impl FnMut(Value) -> bool,
+        each: impl FnMut(Value) -> bool,
     ) -> Result<(), StageError> {
         debug_assert_eq!(vars.len(), self.vars, "one value per compiled variable");
         let input = match &self.fast {
             Some(fast) => match fast.run(input, vars) {
-                Ok(out) => return self.fast_output(out, each),
+                Ok(out) => {
+                    return self.fast_output(out, each).map_err(|(e, deep)| {
+                        crate::json::drop_value(deep);
+                        e
+                    });
+                }
                 Err(input) => input,
             },
             None => input,
         };
+        self.jaq(input, vars, each)
+    }
+
+    /// Runs the expression with jaq.
+    fn jaq(
+        &self,
+        input: Value,
+        vars: &[Value],
+        mut each: impl FnMut(Value) -> bool,
+    ) -> Result<(), StageError> {
         let evaluation = Evaluation::enter();
         let ctx =
             Ctx::<data::JustLut<Value>>::new(&self.filter.lut, Vars::new(vars.iter().cloned()));
@@ -244,17 +299,17 @@ impl Expr {
         &self,
         out: Option<Value>,
         mut each: impl FnMut(Value) -> bool,
-    ) -> Result<(), StageError> {
+    ) -> Result<(), (StageError, Value)> {
         match out {
             Some(v)
                 if matches!(v, Value::Arr(_) | Value::Obj(_))
                     && crate::json::deeper_than(&v, crate::json::MAX_DEPTH) =>
             {
-                crate::json::drop_value(v);
-                Err(self.error(format!(
+                let error = self.error(format!(
                     "gave a value nested deeper than {} levels",
                     crate::json::MAX_DEPTH
-                )))
+                ));
+                Err((error, v))
             }
             Some(v) => {
                 each(v);

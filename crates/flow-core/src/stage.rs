@@ -191,6 +191,19 @@ pub trait Transform: Send + 'static {
     /// Handles one input value, emitting zero or more outputs.
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError>;
 
+    /// [`Transform::apply`], with the input value lent for good: a
+    /// transform that can reuse its memory (a `map` that sets one field of
+    /// an object changes it in place instead of copying it) overrides this
+    /// and may take the value (`std::mem::take`) once it knows the call
+    /// succeeds. On an error, or a panic, the input must be as it was: it
+    /// goes into the dead letter. The runner calls this instead of `apply`
+    /// for the transforms of processor stages on its batched path (where
+    /// nothing retries the item), never for sinks, whose failed commits
+    /// report their items. The default calls `apply`.
+    fn apply_mut(&mut self, input: &mut Value, out: &mut Output) -> Result<(), StageError> {
+        self.apply(input, out)
+    }
+
     /// Whether every long computation of this transform can be stopped by
     /// flow's interrupt checks: jq expressions run by [`crate::Expr`] can,
     /// and a loop of the stage's own can call [`crate::interrupt::check`].

@@ -45,9 +45,16 @@ impl Default for KnownTotal {
 /// Per-item latency of one worker, merged into its stage when it ends.
 pub struct Latency(Histogram<u64>);
 
+/// The precision latencies are kept to: 2 significant figures (within 1%),
+/// which is what the report shows (`763µs` reads as 760µs to 770µs). Each
+/// worker keeps a histogram; with 3 figures one spanning nanoseconds to
+/// seconds takes about 190 KiB, with 2 about 25 KiB, and a stage of 64
+/// workers would spend 12 MiB on them.
+const LATENCY_FIGURES: u8 = 2;
+
 impl Latency {
     pub fn new() -> Self {
-        Latency(Histogram::new(3).expect("3 significant figures is valid"))
+        Latency(Histogram::new(LATENCY_FIGURES).expect("2 significant figures is valid"))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -248,6 +248,9 @@ impl WorkerLoop<'_> {
         let mut mark = Mark::default();
         // The items of the batch that failed (taken out of it).
         let mut failed_at: Vec<usize> = Vec::new();
+        // A processor's transform may use its inputs up (nothing retries
+        // them here); a sink's commit may fail and must report them.
+        let owned = self.st.kind != flow_core::StageKind::Sink;
         while k < n {
             let Slot::Transform(t) = &mut self.slot else {
                 unreachable!("the fast path runs transforms")
@@ -256,14 +259,21 @@ impl WorkerLoop<'_> {
             let ran = catch(|| {
                 interrupt::within(&limits, || {
                     while k < n && !cancel.load(Ordering::Relaxed) {
-                        let item = &held.batch[k];
+                        let item = &mut held.batch[k];
                         mark = held.out.mark();
                         held.out.set_lineage(item.lineage.clone());
+                        let mut apply = |out: &mut Output| {
+                            if owned {
+                                t.apply_mut(&mut item.value, out)
+                            } else {
+                                t.apply(&item.value, out)
+                            }
+                        };
                         let applied = match timeout {
                             // The batch's limits are in force already.
-                            None => t.apply(&item.value, &mut held.out),
+                            None => apply(&mut held.out),
                             Some(_) => interrupt::within(&limits.with_timeout(timeout), || {
-                                t.apply(&item.value, &mut held.out)
+                                apply(&mut held.out)
                             }),
                         };
                         if let Err(error) = applied {

@@ -25,12 +25,15 @@ impl Transform for Filter {
     }
 
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
-        let keep = self
-            .0
-            .first(input.clone())?
-            .is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false)));
-        if keep {
+        if self.0.test(input)? {
             out.emit(input.clone());
+        }
+        Ok(())
+    }
+
+    fn apply_mut(&mut self, input: &mut Value, out: &mut Output) -> Result<(), StageError> {
+        if self.0.test(input)? {
+            out.emit(std::mem::take(input));
         }
         Ok(())
     }

@@ -24,7 +24,13 @@ impl Transform for Map {
     }
 
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
-        self.0.run_while(input.clone(), |v| {
+        self.apply_mut(&mut input.clone(), out)
+    }
+
+    /// The expression may change the input in place (`.n = 1` sets a
+    /// field of this object instead of a copy of it).
+    fn apply_mut(&mut self, input: &mut Value, out: &mut Output) -> Result<(), StageError> {
+        self.0.run_taking(input, |v| {
             out.emit(v);
             !out.is_full()
         })?;
