@@ -100,6 +100,19 @@ pub fn parse_prefix(text: &[u8], utf8: Utf8) -> Result<(Value, usize), JsonError
     Ok((value, p.at))
 }
 
+/// How many object keys a thread keeps (see [`KEYS`]).
+const KEY_SLOTS: usize = 64;
+/// The longest key kept, in bytes.
+const KEY_MAX: usize = 64;
+
+thread_local! {
+    /// Object keys parsed lately on this thread, by a hash of their text.
+    /// JSON lines repeat the same keys on every line: a key found here is
+    /// shared (one small allocation) instead of copied and checked again.
+    static KEYS: std::cell::RefCell<[Option<Value>; KEY_SLOTS]> =
+        const { std::cell::RefCell::new([const { None }; KEY_SLOTS]) };
+}
+
 /// A container being filled while its contents are parsed.
 enum Open {
     Arr(Vec<Value>),
@@ -249,7 +262,10 @@ impl Parser<'_> {
                 self.found()
             )));
         }
-        let key = self.string()?;
+        let key = match self.cached_key() {
+            Some(key) => key,
+            None => self.string()?,
+        };
         self.skip_ws();
         if self.peek() != Some(b':') {
             return Err(self.error(format!(
@@ -259,6 +275,33 @@ impl Parser<'_> {
         }
         self.at += 1;
         Ok(key)
+    }
+
+    /// A short key without escapes, from the thread's cache of keys (see
+    /// [`KEYS`]); `None` for any other key, which is parsed as a string.
+    fn cached_key(&mut self) -> Option<Value> {
+        let start = self.at + 1;
+        let rest = self.text.get(start..)?;
+        let len = rest
+            .iter()
+            .take(KEY_MAX + 1)
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[len] != b'"' {
+            return None;
+        }
+        let raw = &rest[..len];
+        let slot = crate::text::fnv1a(raw) as usize % KEY_SLOTS;
+        let key = KEYS.with_borrow_mut(|keys| match &keys[slot] {
+            Some(key @ Value::TStr(b)) if b.as_ref() == raw => Some(key.clone()),
+            _ => {
+                std::str::from_utf8(raw).ok()?;
+                let key = Value::utf8_str(raw.to_vec());
+                keys[slot] = Some(key.clone());
+                Some(key)
+            }
+        })?;
+        self.at = start + len + 1;
+        Some(key)
     }
 
     fn literal(&mut self, word: &[u8], value: Value) -> Result<Value, JsonError> {
@@ -537,7 +580,11 @@ fn write_num(w: &mut impl Write, n: &Num) -> io::Result<()> {
 /// A JSON string: quotes, escapes for `"`, `\` and control characters,
 /// invalid UTF-8 replaced.
 fn write_str(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
-    let text = String::from_utf8_lossy(b);
+    // Valid UTF-8 (the common case) is checked by the faster validator.
+    let text = match std::str::from_utf8(b) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(b),
+    };
     let bytes = text.as_bytes();
     w.write_all(b"\"")?;
     let mut from = 0;
