@@ -98,21 +98,18 @@ pub struct RedisReadOptions {
     pub batch: usize,
     /// How long one read waits for new entries before it looks at pending
     /// ones again (default `2s`).
-    #[serde(default = "default_block", deserialize_with = "flow_core::duration")]
+    #[serde(default, deserialize_with = "flow_core::optional_duration")]
     #[schemars(with = "String")]
-    pub block: Duration,
+    pub block: Option<Duration>,
     /// Entries of other consumers pending longer than this are taken over
     /// (`XAUTOCLAIM`): their consumer is taken to be dead (default `30s`).
     /// A live consumer keeps its own entries from looking idle while it
     /// works on them (every third of its `claim_idle`, at most every
     /// 10 s), so give every consumer of a group the same `claim_idle`, not
     /// below a few seconds.
-    #[serde(
-        default = "default_claim_idle",
-        deserialize_with = "flow_core::duration"
-    )]
+    #[serde(default, deserialize_with = "flow_core::optional_duration")]
     #[schemars(with = "String")]
-    pub claim_idle: Duration,
+    pub claim_idle: Option<Duration>,
     /// An entry delivered more times than this (default 10) is failed
     /// instead of handled again (see above), then acknowledged.
     #[serde(default = "default_max_deliveries")]
@@ -1065,10 +1062,12 @@ impl StageOptions for RedisReadOptions {
                 format!("must be from 1 to {MAX_BATCH}, not {}", self.batch),
             ));
         }
-        if self.block < Duration::from_millis(1) {
+        let block = self.block.unwrap_or_else(default_block);
+        let claim_idle = self.claim_idle.unwrap_or_else(default_claim_idle);
+        if block < Duration::from_millis(1) {
             return Err(ConfigError::new("block", "must be at least 1ms"));
         }
-        if self.claim_idle < MIN_CLAIM_IDLE {
+        if claim_idle < MIN_CLAIM_IDLE {
             return Err(ConfigError::new(
                 "claim_idle",
                 "must be at least 100ms: a shorter one would take entries from consumers at work",
@@ -1087,8 +1086,8 @@ impl StageOptions for RedisReadOptions {
             group: self.group,
             consumer: self.consumer,
             batch: self.batch,
-            block: self.block,
-            claim_idle: self.claim_idle,
+            block,
+            claim_idle,
             max_deliveries: self.max_deliveries,
             stop_when_idle: self.stop_when_idle,
             max_entry: self.max_entry,
