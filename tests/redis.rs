@@ -675,6 +675,26 @@ fn a_key_that_is_not_a_stream_stops_the_run_naming_the_stage_and_key() {
         "{}",
         out.stderr
     );
+    // The sink: each item of the batch fails, once, with the first error.
+    let file = write_pipeline(
+        dir.path(),
+        "s.yaml",
+        &format!(
+            "name: s\nstages:\n  - {{ name: ids, type: generate, with: {{ count: 3 }} }}\n  - {{ name: add, type: redis_write, on_error: fail, with: {{ url: '{}', stream: jobs }} }}\n",
+            redis.url()
+        ),
+    );
+    let out = run(flow().arg("run").arg(&file)).expect_code(1);
+    let err = &out.stderr;
+    assert!(err.contains("stage \"add\""), "{err}");
+    assert!(
+        err.contains("XADD to stream \"jobs\" at redis://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("WRONGTYPE: Operation against a key holding the wrong kind of value (3 commands failed) (the key holds something other than a stream)"),
+        "{err}"
+    );
 }
 
 #[test]

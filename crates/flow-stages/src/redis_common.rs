@@ -96,13 +96,30 @@ pub fn has_code(e: &redis::RedisError, code: &str) -> bool {
 /// A Redis error as text fit for a report (no credentials, no control
 /// characters).
 pub fn describe(e: &redis::RedisError) -> String {
-    let text = e.to_string();
-    let hint = if has_code(e, "WRONGTYPE") {
+    // A failed pipeline lists every command that failed: say the first,
+    // and how many failed.
+    let text = match e.clone().into_server_errors() {
+        Some(errors) if errors.len() > 1 => {
+            let (_, first) = &errors[0];
+            format!("{} ({} commands failed)", server_error(first), errors.len())
+        }
+        Some(errors) if errors.len() == 1 => server_error(&errors[0].1),
+        _ => e.to_string(),
+    };
+    let hint = if text.starts_with("WRONGTYPE") || has_code(e, "WRONGTYPE") {
         " (the key holds something other than a stream)"
     } else {
         ""
     };
     format!("{}{hint}", flow_core::text::for_display(&text))
+}
+
+/// `WRONGTYPE: Operation against a key holding the wrong kind of value`.
+fn server_error(e: &redis::ServerError) -> String {
+    match e.details() {
+        Some(details) => format!("{}: {details}", e.code()),
+        None => e.code().to_string(),
+    }
 }
 
 /// The wait before attempt `failures + 1`, after `failures` failures in a
