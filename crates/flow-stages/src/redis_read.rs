@@ -73,7 +73,8 @@ use crate::redis_common::{
 /// not a stream stops the run. The run ends when stopped (Ctrl-C), or,
 /// with `stop_when_idle`, once the stream has had nothing new nor pending
 /// for that long (a batch job). `--state` is not needed (and refused):
-/// the group is where the progress is kept.
+/// the group is where the progress is kept. Needs Redis 6.2 or later
+/// (`XAUTOCLAIM`).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisReadOptions {
