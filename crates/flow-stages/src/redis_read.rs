@@ -123,7 +123,9 @@ pub struct RedisReadOptions {
     pub stop_when_idle: Option<Duration>,
     /// The largest entry, its field names and values together (`16MiB`
     /// by default; a size like `64KiB`, `1GiB` or a number of bytes). A
-    /// larger entry fails (its fields cut to 4 KiB each in the record).
+    /// larger entry fails (its fields cut to 4 KiB each in the record). It
+    /// was read whole by then: one read holds up to `batch` entries, so
+    /// lower `batch` when entries are large.
     #[serde(default = "default_max_entry")]
     #[schemars(with = "String")]
     pub max_entry: Size,
