@@ -38,14 +38,27 @@ fn every_pipeline_file_is_tested() {
             }
         }
     }
-    for entry in std::fs::read_dir(root.join("pipelines")).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if name.ends_with(".yaml") || name.ends_with(".yml") {
-            let tested =
-                TESTED.contains(&name.as_str()) || sources.contains(&format!("\"{name}\""));
-            assert!(tested, "pipelines/{name} is run by no test");
+    // Files in folders (`distributed-scraper/worker.yaml`) are named with
+    // their folder.
+    let mut dirs = vec![root.join("pipelines")];
+    let mut checked = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let name = path.strip_prefix(root.join("pipelines")).unwrap();
+            let name = name.to_str().unwrap();
+            if name.ends_with(".yaml") || name.ends_with(".yml") {
+                let tested = TESTED.contains(&name) || sources.contains(&format!("\"{name}\""));
+                assert!(tested, "pipelines/{name} is run by no test");
+                checked += 1;
+            }
         }
     }
+    assert!(checked > TESTED.len(), "found {checked} pipeline files");
 }
 
 #[test]

@@ -479,6 +479,20 @@ impl Output {
         ));
     }
 
+    /// [`Output::fail`] with an explicit lineage: a source whose records
+    /// carry a completion hook (a message it acknowledges once its outcome
+    /// is final) fails a record with that hook, so it hears whether the
+    /// record was dead-lettered, dropped or abandoned.
+    pub fn fail_with(&mut self, record: Value, lineage: Lineage, error: StageError) {
+        self.failed.push((
+            Item {
+                value: record,
+                lineage,
+            },
+            error,
+        ));
+    }
+
     /// Runner use: the records failed with [`Output::fail`].
     #[doc(hidden)]
     pub fn take_failed(&mut self) -> Vec<(Item, StageError)> {

@@ -18,6 +18,8 @@ pub mod list;
 pub mod log;
 pub mod map;
 pub mod read;
+pub mod redis_read;
+pub mod redis_write;
 pub mod route;
 pub mod sleep;
 pub mod stdout;
@@ -29,9 +31,27 @@ mod format;
 mod glob_walk;
 mod json_array;
 mod limits;
+mod redis_common;
 
 /// The names of the stage types this crate registers.
-pub const TYPES: [&str; 17] = [
-    "batch", "dedupe", "drop", "exec", "files", "filter", "generate", "http", "image", "list",
-    "log", "map", "read", "sleep", "stdout", "unbatch", "write",
+pub const TYPES: [&str; 19] = [
+    "batch",
+    "dedupe",
+    "drop",
+    "exec",
+    "files",
+    "filter",
+    "generate",
+    "http",
+    "image",
+    "list",
+    "log",
+    "map",
+    "read",
+    "redis_read",
+    "redis_write",
+    "sleep",
+    "stdout",
+    "unbatch",
+    "write",
 ];

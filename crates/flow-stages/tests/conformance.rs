@@ -84,7 +84,9 @@ fn pipeline_around(t: &StageType, url: &str) -> String {
 ///
 /// `image` decodes image bytes, which neither a `list` of records nor the
 /// test server's text pages provide (tests/images.rs runs it on real PNGs).
-const NOT_RUN: [&str; 1] = ["image"];
+/// `redis_read` and `redis_write` need a Redis server: tests/redis.rs runs
+/// their examples against one it starts.
+const NOT_RUN: [&str; 3] = ["image", "redis_read", "redis_write"];
 
 /// An HTTP server on loopback answering every path with a short text page,
 /// so examples that fetch `.url` (`http`) run offline.
