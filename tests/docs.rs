@@ -125,14 +125,22 @@ fn the_inputs_the_cookbook_reads_by_default_ship_with_it() {
                     input.display()
                 )
             });
-            assert!(
-                lines
-                    .lines()
-                    .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-                    .all(|l| l.starts_with("https://")),
-                "{} holds something else than URLs",
-                input.display()
-            );
+            let mut records = lines
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+            if default.ends_with(".jsonl") {
+                assert!(
+                    records.all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+                    "{} holds something else than JSON lines",
+                    input.display()
+                );
+            } else {
+                assert!(
+                    records.all(|l| l.starts_with("https://")),
+                    "{} holds something else than URLs",
+                    input.display()
+                );
+            }
             found += 1;
         }
     }

@@ -5,8 +5,9 @@ use flow_tests::{flow, pipeline, read_jsonl, run, stage, stats};
 
 /// The pipelines these tests run; a file in `pipelines/` missing here
 /// fails `every_pipeline_file_is_tested`.
-const TESTED: [&str; 9] = [
+const TESTED: [&str; 10] = [
     "hello.yaml",
+    "errors-per-service.yaml",
     "multi-consumer.yaml",
     "data-pipeline.yaml",
     "fan-out.yaml",
@@ -321,4 +322,33 @@ fn dead_letter_sends_failed_orders_with_their_error_and_exits_3() {
     );
     assert_eq!(check["dead_lettered"], 2);
     assert_eq!(stage(&stats, "rejected")["items_in"], 2);
+}
+
+#[test]
+fn errors_per_service_counts_each_services_errors_per_ten_second_window() {
+    let (dir, stats, _) = run_in_temp("errors-per-service.yaml", &[], 0);
+    // The same count, computed here from the log file.
+    let mut expected = std::collections::BTreeMap::new();
+    for line in read_jsonl(&flow_tests::repo_root().join("pipelines/logs.jsonl")) {
+        if line["level"] == "error" {
+            let start = (line["ts"].as_f64().unwrap() / 10.0).floor() as i64 * 10;
+            let key = (start, line["service"].as_str().unwrap().to_string());
+            *expected.entry(key).or_insert(0u64) += 1;
+        }
+    }
+    let mut got = std::collections::BTreeMap::new();
+    for out in read_jsonl(&dir.path().join("errors-per-service.jsonl")) {
+        let start = out["window"]["start"].as_i64().unwrap();
+        assert_eq!(out["window"]["end"].as_i64().unwrap(), start + 10, "{out}");
+        let key = (start, out["key"].as_str().unwrap().to_string());
+        let count = out["count"].as_u64().unwrap();
+        assert!(
+            got.insert(key, count).is_none(),
+            "a window and service twice: {out}"
+        );
+    }
+    assert!(expected.len() > 5, "the log has errors in several windows");
+    assert_eq!(got, expected);
+    let errors = stage(&stats, "errors")["items_out"].as_u64().unwrap();
+    assert_eq!(expected.values().sum::<u64>(), errors);
 }

@@ -154,6 +154,15 @@ impl Lineage {
     pub fn is_none(&self) -> bool {
         self.0.is_none()
     }
+
+    /// Whether both are the same lineage (clones of one).
+    pub fn same(&self, other: &Lineage) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 impl Drop for Node {
@@ -183,11 +192,20 @@ impl Held {
         Held(Vec::new())
     }
 
-    /// Keeps `lineage` until [`Held::delivered`] or [`Held::failed`].
+    /// Keeps `lineage` until [`Held::delivered`], [`Held::failed`] or
+    /// [`Held::take`]. The same lineage held twice in a row is kept once
+    /// (the items of one source batch often share one).
     pub fn hold(&mut self, lineage: &Lineage) {
-        if !lineage.is_none() {
-            self.0.push(lineage.clone());
+        if lineage.is_none() || self.0.last().is_some_and(|l| l.same(lineage)) {
+            return;
         }
+        self.0.push(lineage.clone());
+    }
+
+    /// Everything held, as the lineage of one output made from it (an
+    /// aggregate): its items' outcome is that output's.
+    pub fn take(&mut self) -> Lineage {
+        Lineage::merge(std::mem::take(&mut self.0))
     }
 
     /// Everything held was written: its items count as delivered.

@@ -242,6 +242,18 @@ pub trait Transform: Send + 'static {
     fn finish(&mut self, _out: &mut Output) -> Result<(), StageError> {
         Ok(())
     }
+
+    /// Called once for the whole stage, on the instance of the worker
+    /// that finished last, after every worker's [`Transform::finish`]:
+    /// the place to emit what the workers gathered together (state they
+    /// share, such as an `Arc<Mutex<…>>`), with no counting of workers of
+    /// your own. An output emitted here has no lineage unless given one
+    /// ([`Output::emit_with`]): give it the lineages of the items it was
+    /// made from ([`crate::Held::take`]), so that their sources hear they
+    /// were delivered only when it was. Not called when a worker failed.
+    fn finish_stage(&mut self, _out: &mut Output) -> Result<(), StageError> {
+        Ok(())
+    }
 }
 
 /// An asynchronous worker: HTTP calls, subprocesses, timers.

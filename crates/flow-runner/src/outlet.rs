@@ -61,6 +61,9 @@ pub(crate) struct StageRun {
     /// Workers (or the source task) still running; the last one closes
     /// the stage's outputs.
     pub(crate) live: AtomicUsize,
+    /// Workers yet to finish their input: the last one calls the stage's
+    /// [`flow_core::Transform::finish_stage`].
+    pub(crate) finishing: AtomicUsize,
     pub(crate) counters: StageCounters,
     /// For reports: the names of its inputs (`stage` or `stage.port`) and
     /// its `on_error`.

@@ -201,6 +201,7 @@ impl Running {
                 } else {
                     s.workers
                 }),
+                finishing: AtomicUsize::new(s.workers),
                 counters: StageCounters::new(),
             });
             factories.push(s.stage);

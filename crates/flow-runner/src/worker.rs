@@ -203,11 +203,18 @@ impl WorkerLoop<'_> {
         self.held
             .out
             .set_run_stopping(self.pipeline.stops.stopping());
-        let finished = match &mut self.slot {
+        let mut finished = match &mut self.slot {
             Slot::Transform(t) => catch(|| t.finish(&mut self.held.out)),
             Slot::Processor(p) => CatchUnwind(p.finish(&mut self.held.out)).await,
             Slot::Lent => Ok(Ok(())),
         };
+        // The last worker to finish finishes the stage.
+        if matches!(finished, Ok(Ok(())))
+            && st.finishing.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Slot::Transform(t) = &mut self.slot
+        {
+            finished = catch(|| t.finish_stage(&mut self.held.out));
+        }
         self.count_unprompted();
         self.emit(None).await;
         match finished {

@@ -20,6 +20,7 @@ pub mod map;
 pub mod read;
 pub mod redis_read;
 pub mod redis_write;
+pub mod reduce;
 pub mod route;
 pub mod sleep;
 pub mod stdout;
