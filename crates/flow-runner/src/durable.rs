@@ -14,7 +14,7 @@
 //! say is done. A pause costs the time the items in flight take to drain,
 //! bounded by the queues; one that does not drain within
 //! [`MAX_PAUSE`] (a stage holding items, such as a `batch` waiting to fill)
-//! is given up, and tried again at the next interval.
+//! is given up, and the next is tried after twice the wait (up to a minute).
 //!
 //! On resume, each source continues after its saved position (`read`
 //! checks that its files did not change), and each file sink cuts its file

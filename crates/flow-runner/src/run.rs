@@ -500,13 +500,22 @@ async fn checkpointer(
     sinks: &[(String, Arc<dyn flow_core::Durable>)],
 ) {
     let stop = &pipeline.stops.stop;
+    // After a pause that did not drain (a stage holds items: a `batch`
+    // filling, a `reduce` until its window ends), wait twice as long
+    // before the next, up to a minute, rather than park the sources again
+    // and again.
+    let mut wait = cp.durability.interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(cp.durability.interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.wait() => return,
             _ = pipeline.drained.wait() => return,
         }
-        cp.take(sinks, || source_counts(pipeline)).await;
+        wait = if cp.take(sinks, || source_counts(pipeline)).await {
+            cp.durability.interval
+        } else {
+            (wait * 2).min(Duration::from_secs(60).max(cp.durability.interval))
+        };
     }
 }
 

@@ -512,6 +512,17 @@ impl ReduceOptions {
 
 impl StageOptions for ReduceOptions {
     fn build(self, _ctx: &BuildContext) -> Result<Stage, ConfigError> {
+        let Reduce { config, state } = self.reduce()?;
+        Ok(Stage::transform(move || Reduce {
+            config: config.clone(),
+            state: state.clone(),
+        }))
+    }
+}
+
+impl ReduceOptions {
+    /// The stage's first worker; the others share its state.
+    fn reduce(self) -> Result<Reduce, ConfigError> {
         let [key, init, update, result] = self.forms()?;
         let compile = |name: &str, code: &str, vars: &[&str]| {
             Expr::compile_with_vars(code, vars).map_err(|e| ConfigError::expr(name, e))
@@ -576,11 +587,10 @@ impl StageOptions for ReduceOptions {
             every: self.every,
             max_keys: self.max_keys,
         });
-        let state = Arc::new(Mutex::new(State::default()));
-        Ok(Stage::transform(move || Reduce {
-            config: config.clone(),
-            state: state.clone(),
-        }))
+        Ok(Reduce {
+            config,
+            state: Arc::new(Mutex::new(State::default())),
+        })
     }
 }
 
@@ -591,4 +601,61 @@ flow_core::inventory::submit! {
         "Folds items per key (counts, sums, groups) in bounded memory: at the end, per window, or every N.",
         "- name: per-service\n  type: reduce\n  with: { count_by: .service }\n",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use flow_core::{Lineage, Outcome};
+
+    use super::*;
+
+    fn stage(with: serde_json::Value) -> Reduce {
+        let options: ReduceOptions = serde_json::from_value(with).unwrap();
+        options.reduce().unwrap()
+    }
+
+    /// Items with hooks that record their outcome.
+    fn hooked(outcomes: &Arc<StdMutex<Vec<Outcome>>>) -> Lineage {
+        let outcomes = outcomes.clone();
+        Lineage::with_hook(move |o| outcomes.lock().unwrap().push(o))
+    }
+
+    #[test]
+    fn items_folded_in_are_delivered_when_their_accumulator_is() {
+        let outcomes = Arc::new(StdMutex::new(Vec::new()));
+        let mut r = stage(serde_json::json!({ "count_by": "." }));
+        let mut out = Output::new();
+        for v in [1, 2, 1] {
+            out.set_lineage(hooked(&outcomes));
+            r.apply(&int(v), &mut out).unwrap();
+        }
+        out.set_lineage(Lineage::NONE);
+        assert!(
+            outcomes.lock().unwrap().is_empty(),
+            "held by the accumulators"
+        );
+        r.finish_stage(&mut out).unwrap();
+        let emitted: Vec<_> = out.items_mut().drain(..).collect();
+        assert_eq!(emitted.len(), 2);
+        assert!(outcomes.lock().unwrap().is_empty(), "held by the outputs");
+        drop(emitted);
+        assert_eq!(*outcomes.lock().unwrap(), vec![Outcome::Delivered; 3]);
+    }
+
+    #[test]
+    fn a_run_that_stops_early_emits_nothing_and_abandons_what_was_folded_in() {
+        let outcomes = Arc::new(StdMutex::new(Vec::new()));
+        let mut r = stage(serde_json::json!({ "count_by": "." }));
+        let mut out = Output::new();
+        out.set_lineage(hooked(&outcomes));
+        r.apply(&int(1), &mut out).unwrap();
+        out.set_lineage(Lineage::NONE);
+        out.set_run_stopping(true);
+        r.finish_stage(&mut out).unwrap();
+        assert!(out.items_mut().is_empty());
+        drop(r);
+        assert_eq!(*outcomes.lock().unwrap(), vec![Outcome::Abandoned]);
+    }
 }
