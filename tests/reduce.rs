@@ -240,3 +240,29 @@ fn options_are_checked_before_the_run() {
         assert!(out.stderr.contains("stage \"r\""), "{with}: {}", out.stderr);
     }
 }
+
+#[test]
+fn a_result_that_fails_drops_that_accumulator_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, out) = go(
+        dir.path(),
+        "stages:
+  - { name: src, type: generate, with: { count: 10, value: '{k: ($i % 2)}' } }
+  - name: r
+    type: reduce
+    with: { key: .k, init: '0', update: '. + 1', result: 'if $key == 1 then error(\"no\") else {k: $key, n: .} end' }
+  - { name: out, type: write, with: { path: out.jsonl } }
+",
+        0,
+    );
+    assert_eq!(
+        read_jsonl(&dir.path().join("out.jsonl")),
+        vec![serde_json::json!({"k": 0, "n": 5})]
+    );
+    assert!(
+        out.stderr
+            .contains("`result` failed on the accumulator of key 1; its 5 items are dropped"),
+        "{}",
+        out.stderr
+    );
+}

@@ -43,7 +43,8 @@ use serde::Deserialize;
 /// accumulator per key. An item whose `key`, `init` or `update` fails is
 /// that item's error; its key's accumulator is unchanged. An emitted
 /// accumulator carries the items folded into it: a source hears they were
-/// delivered when it was. A run that stops early (Ctrl-C, a failure)
+/// delivered when it was (an accumulator whose `result` fails is dropped,
+/// with a warning in the log naming its key and the error). A run that stops early (Ctrl-C, a failure)
 /// emits nothing it has not emitted already: its accumulators' items are
 /// abandoned, and a durable run does them again on resume.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -228,7 +229,16 @@ impl Reduce {
         let lineage: Lineage = slot.held.take();
         match self.result(key, slot.acc) {
             Ok(v) => out.emit_with(v, lineage),
-            Err(e) => out.fail_with(key.1.clone(), lineage, e),
+            Err(e) => {
+                // No item of its own to fail: the accumulator is dropped,
+                // said in the log, and its items' sources hear it.
+                tracing::warn!(
+                    "`result` failed on the accumulator of key {}; its {} items are dropped: {e}",
+                    flow_core::value::to_json(&key.1),
+                    slot.count
+                );
+                lineage.mark(flow_core::Outcome::Dropped);
+            }
         }
     }
 
