@@ -126,7 +126,21 @@ pub fn is_test_file(path: &Path) -> bool {
 /// expectation holds, else what went wrong, one paragraph each.
 pub fn run_test(suite: &Suite, index: usize) -> Result<Result<(), Vec<String>>, Problems> {
     let plan = crate::load(&suite.pipeline)?;
-    let case = &suite.tests[index];
+    let Some(case) = suite.tests.get(index) else {
+        return Ok(Err(vec![format!("no test {index}")]));
+    };
+    // The file was read again: if it changed since its tests were
+    // checked, their stages may be others.
+    let n = plan.stages.len();
+    let named = case.inputs.iter().map(|(i, _)| *i);
+    let named = named.chain(case.mocks.iter().map(|(i, _)| *i));
+    if named
+        .chain(case.expects.iter().map(|e| e.stage))
+        .any(|i| i >= n)
+    {
+        let message = "the pipeline file changed while its tests ran; run them again";
+        return Ok(Err(vec![message.to_string()]));
+    }
     // Its own thread: a stack as large as `flow run` gives jq, and a
     // runtime whose clock is its own.
     let outcome = std::thread::scope(|scope| {
