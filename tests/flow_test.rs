@@ -161,8 +161,11 @@ fn a_mocked_http_stage_answering_503_then_200_is_retried_on_a_clock_that_does_no
     write_pipeline(dir.path(), "scraper.yaml", &yaml);
     // Two retries of 10s and 20s, and a rate of one request a minute: over
     // a minute on a real clock.
+    // The binary is built (once) before the clock starts.
+    let mut cmd = flow();
+    cmd.current_dir(dir.path()).args(["test", "scraper.yaml"]);
     let started = Instant::now();
-    let out = flow_test(dir.path(), &["scraper.yaml"]).expect_code(0);
+    let out = run(&mut cmd).expect_code(0);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -230,7 +233,56 @@ tests:
         items: [{ qty: 1 }]
 "#;
     write_pipeline(dir.path(), "checks.yaml", yaml);
-    flow_test(dir.path(), &["checks.yaml"]).expect_code(0);
+    let out = flow_test(dir.path(), &["checks.yaml"]).expect_code(0);
+    // The drop the test meant is not logged as a warning.
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn a_mocked_sink_may_fail_and_a_mock_list_used_up_fails_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"name: mocks
+stages:
+  - name: orders
+    type: list
+    with: { items: [] }
+  - name: enrich
+    type: map
+    with: { expr: '.' }
+  - name: save
+    type: files
+    retry: { attempts: 2 }
+    with: { dir: out, name: '"\(.id).json"' }
+tests:
+  - name: a full disk once
+    input: { stage: orders, items: [{ id: 1 }] }
+    mocks:
+      save: [{ error: 'No space left on device' }, '.']
+    expect:
+      - stage: save
+        items: [{ id: 1 }]
+      - stage: save.error
+        none: true
+  - name: one answer for two calls
+    input: { stage: orders, items: [{ id: 1 }, { id: 2 }] }
+    mocks:
+      enrich: ['.ok = true']
+    expect:
+      - stage: enrich.error
+        items: [{ item: { id: 2 }, error: { stage: enrich, message: 'mock called 2 times; its list has 1 entry', attempts: 1 } }]
+      - stage: save
+        items: [{ id: 1, ok: true }]
+  - name: endless outputs are bounded
+    input: { stage: orders, items: [{ id: 1 }] }
+    mocks:
+      enrich: 'range(1e12)'
+    expect:
+      - stage: enrich.error
+        all: '.error.message | startswith("mock: more than")'
+"#;
+    write_pipeline(dir.path(), "mocks.yaml", yaml);
+    flow_test(dir.path(), &["mocks.yaml"]).expect_code(0);
+    assert!(!dir.path().join("out").exists());
 }
 
 #[test]

@@ -232,7 +232,8 @@ fn run_cli() -> u8 {
             };
         }
     };
-    logs::init(cli.verbose, cli.log_format);
+    let testing = matches!(cli.command, Command::Test { .. });
+    logs::init(cli.verbose, cli.log_format, testing);
     match cli.command {
         Command::Run {
             pipeline,

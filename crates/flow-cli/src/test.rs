@@ -16,6 +16,13 @@ pub(crate) fn run(paths: &[PathBuf], filter: Option<&str>) -> u8 {
     for path in paths {
         if path.is_dir() {
             match pipeline_files(path) {
+                Ok(found) if found.is_empty() => {
+                    eprintln!(
+                        "{}: no pipeline files (*.yaml, *.yml) in this directory",
+                        path.display()
+                    );
+                    broken = true;
+                }
                 Ok(found) => files.extend(found.into_iter().map(|f| (f, false))),
                 Err(e) => {
                     eprintln!("{}: cannot read the directory: {e}", path.display());

@@ -157,10 +157,21 @@ pub fn run_test(suite: &Suite, index: usize) -> Result<Result<(), Vec<String>>, 
     Ok(outcome)
 }
 
+/// The most real time one test's run may take.
+const REAL_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The most items a test's run records, over all its stages: a test is
+/// for a few items, and its memory stays bounded.
+const MAX_RECORDED: usize = 1_000_000;
+
 /// Outputs recorded during a test run, by stage name and port.
 #[derive(Default)]
 pub(crate) struct Tap {
     seen: Mutex<HashMap<(String, PortId), Vec<Value>>>,
+    recorded: AtomicUsize,
+    /// Raised when [`MAX_RECORDED`] was reached: the run is stopped.
+    full: std::sync::atomic::AtomicBool,
+    control: Mutex<Option<crate::RunControl>>,
 }
 
 impl Tap {
@@ -170,10 +181,20 @@ impl Tap {
         port: PortId,
         items: impl Iterator<Item = &'v Value>,
     ) {
+        if self.full.load(Ordering::Relaxed) {
+            return;
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.entry((stage.to_string(), port))
-            .or_default()
-            .extend(items.cloned());
+        let list = seen.entry((stage.to_string(), port)).or_default();
+        let before = list.len();
+        list.extend(items.cloned());
+        let added = list.len() - before;
+        if self.recorded.fetch_add(added, Ordering::Relaxed) + added > MAX_RECORDED {
+            self.full.store(true, Ordering::Relaxed);
+            if let Some(control) = &*self.control.lock().unwrap_or_else(|e| e.into_inner()) {
+                control.abandon();
+            }
+        }
     }
 
     fn take(&self, stage: &str, port: PortId) -> Vec<Value> {
@@ -249,9 +270,40 @@ fn run_plan(mut plan: Plan, case: &TestCase) -> Result<(), Vec<String>> {
         .start_paused(true)
         .build()
         .map_err(|e| vec![format!("cannot start the runtime: {e}")])?;
-    let report = runtime.block_on(crate::run(plan, crate::RunControl::new()));
+    // A stage that waits on the world forever (an unmocked call with no
+    // timeout) must not hang `flow test`: after a real minute the run is
+    // abandoned.
+    let control = crate::RunControl::new();
+    *tap.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(control.clone());
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = {
+        let control = control.clone();
+        std::thread::spawn(move || {
+            let waited = finished.recv_timeout(REAL_TIME_LIMIT);
+            let late = matches!(waited, Err(std::sync::mpsc::RecvTimeoutError::Timeout));
+            if late {
+                control.abandon();
+            }
+            late
+        })
+    };
+    let report = runtime.block_on(crate::run(plan, control));
+    let _ = done.send(());
+    let late = watchdog.join().unwrap_or(false);
     let mut failures = Vec::new();
-    if let Some(failure) = &report.failure {
+    let full = tap.full.load(Ordering::Relaxed);
+    if full {
+        failures.push(format!(
+            "more than {MAX_RECORDED} items came out of the stages, and the run was stopped; a test is for a few items"
+        ));
+    }
+    if late {
+        failures.push(format!(
+            "the test's run did not end within {}s of real time and was stopped; mock the stages that wait on the world (http, exec)",
+            REAL_TIME_LIMIT.as_secs()
+        ));
+    }
+    if let Some(failure) = report.failure.as_ref().filter(|_| !late && !full) {
         failures.push(format!(
             "the run failed: {}",
             flow_core::text::for_display(failure)
@@ -298,29 +350,47 @@ struct Mocked {
 }
 
 impl Transform for Mocked {
+    fn interruptible(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
-        call(&self.mock, &self.calls, input, |v| out.emit(v))
+        call(&self.mock, &self.calls, input, |v| {
+            out.emit(v);
+            !out.is_full()
+        })?;
+        if out.is_full() {
+            return Err(StageError::permanent(format!(
+                "mock: more than {} outputs for one item",
+                flow_core::stage::MAX_HELD
+            )));
+        }
+        Ok(())
     }
 }
 
-/// One call of a mock: its outputs, or its error.
+/// One call of a mock: its outputs (until `emit` says no more), or its
+/// error.
 fn call(
     mock: &Mock,
     calls: &AtomicUsize,
     input: &Value,
-    emit: impl FnMut(Value),
+    emit: impl FnMut(Value) -> bool,
 ) -> Result<(), StageError> {
     let n = calls.fetch_add(1, Ordering::Relaxed);
     match mock {
-        Mock::Expr(expr) => expr.run(input.clone(), emit),
+        Mock::Expr(expr) => expr.run_while(input.clone(), emit),
         Mock::Error(failure) => Err(failure.error()),
         Mock::Steps(steps) => match steps.get(n) {
-            Some(Step::Expr(expr)) => expr.run(input.clone(), emit),
+            Some(Step::Expr(expr)) => expr.run_while(input.clone(), emit),
             Some(Step::Error(failure)) => Err(failure.error()),
             None => Err(StageError::permanent(format!(
-                "mock called {} times; its list has {} entries",
+                "mock called {} times; its list has {}",
                 n + 1,
-                steps.len()
+                match steps.len() {
+                    1 => "1 entry".to_string(),
+                    n => format!("{n} entries"),
+                }
             ))),
         },
     }
@@ -335,9 +405,15 @@ struct Capture {
 }
 
 impl Transform for Capture {
+    fn interruptible(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, input: &Value, _out: &mut Output) -> Result<(), StageError> {
+        // A sink's mock says only whether the item is taken: its first
+        // output is enough.
         if let Some((mock, calls)) = &self.mock {
-            call(mock, calls, input, drop)?;
+            call(mock, calls, input, |_| false)?;
         }
         self.tap
             .record(&self.name, outlet::MAIN, std::iter::once(input));
