@@ -212,7 +212,6 @@ fn run_plan(mut plan: Plan, case: &TestCase) -> Result<(), Vec<String>> {
         given.entry(*i).or_default().extend(items.iter().cloned());
     }
     let mocks: HashMap<usize, Arc<Mock>> = case.mocks.iter().cloned().collect();
-    let mut fed = Vec::new();
     for (i, s) in stages.iter_mut().enumerate() {
         s.durable = None;
         match s.kind {
@@ -221,11 +220,16 @@ fn run_plan(mut plan: Plan, case: &TestCase) -> Result<(), Vec<String>> {
                 s.stage = Stage::source(Items(items.into_iter()));
             }
             StageKind::Sink => {
-                let (tap, name, mock) = (tap.clone(), s.name.clone(), mocks.get(&i).cloned());
+                let (tap, name) = (tap.clone(), s.name.clone());
+                // One count of calls for all the workers: a list is used
+                // one entry per call of the stage.
+                let mock = mocks
+                    .get(&i)
+                    .map(|m| (m.clone(), Arc::new(AtomicUsize::new(0))));
                 s.stage = Stage::transform(move || Capture {
                     tap: tap.clone(),
                     name: name.clone(),
-                    mock: mock.clone().map(|m| (m, Arc::new(AtomicUsize::new(0)))),
+                    mock: mock.clone(),
                 });
             }
             StageKind::Processor => {
@@ -239,10 +243,9 @@ fn run_plan(mut plan: Plan, case: &TestCase) -> Result<(), Vec<String>> {
             }
         }
     }
-    // A sink mock's calls are counted across its workers too.
-    for (i, items) in given {
-        fed.push((i, items));
-    }
+    // Items for the other stages come from a source of their own each,
+    // added after the pipeline's stages and read by that stage alone.
+    let mut fed: Vec<(usize, Vec<Value>)> = given.into_iter().collect();
     fed.sort_by_key(|(i, _)| *i);
     for (i, items) in fed {
         let k = stages.len();
