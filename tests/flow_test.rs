@@ -48,6 +48,14 @@ fn passing_and_failing_tests_print_like_cargo_test_and_exit_1() {
     );
     write_pipeline(dir.path(), "orders.yaml", &yaml);
     let out = flow_test(dir.path(), &["orders.yaml"]).expect_code(1);
+    let validated = run(flow()
+        .current_dir(dir.path())
+        .args(["validate", "orders.yaml"]))
+    .expect_code(0);
+    assert_eq!(
+        validated.stdout,
+        "orders.yaml: ok: 3 stages (orders, keep, save), 2 tests\n"
+    );
     assert_eq!(
         out.stdout,
         r#"test orders.yaml::big orders are kept ... ok
@@ -492,10 +500,11 @@ tests:
         out.stdout,
         "test orders.test.yaml::small ... ok\n\n1 passed, 0 failed, 1 filtered out\n"
     );
-    run(flow()
+    let out = run(flow()
         .current_dir(dir.path())
         .args(["validate", "orders.test.yaml"]))
     .expect_code(0);
+    assert_eq!(out.stdout, "orders.test.yaml: ok: 2 tests of orders.yaml\n");
 
     // A stage the pipeline does not have, in the test file.
     write_pipeline(

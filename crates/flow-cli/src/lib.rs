@@ -349,8 +349,13 @@ fn validate(path: &std::path::Path) -> u8 {
             // A reader that stopped reading (`| head`) does not change
             // the verdict: the exit code still says whether every file
             // is valid.
+            let tests = match plan.tests.len() {
+                0 => String::new(),
+                1 => ", 1 test".to_string(),
+                n => format!(", {n} tests"),
+            };
             print_out(&format!(
-                "{}: ok: {} stages ({})\n",
+                "{}: ok: {} stages ({}){tests}\n",
                 path.display(),
                 names.len(),
                 names.join(", ")

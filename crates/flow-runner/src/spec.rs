@@ -313,7 +313,7 @@ pub struct ExpectSpec {
     /// `name` (a stage's output; for a sink, what it received), `name.port`
     /// (a named port) or `name.error` (the items that failed there, as
     /// `{item, error: {stage, message, attempts}}`, whatever its
-    /// `on_error`).
+    /// `on_error`; a port the stage itself calls `error` is that port).
     pub stage: String,
     /// Exactly these items, in any order unless `ordered: true`.
     pub items: Option<Vec<serde_json::Value>>,
