@@ -554,3 +554,27 @@ fn the_schema_describes_tests() {
         assert!(expect[key].is_object(), "expect.{key} in {expect}");
     }
 }
+
+#[test]
+fn the_readme_shows_what_flow_test_prints_for_the_scraper() {
+    let root = repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let command = "    $ flow test pipelines/scraper.test.yaml\n";
+    let shown = readme
+        .split_once(command)
+        .expect("the README runs the scraper's tests")
+        .1
+        .split("\n\n")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let shown: String = shown
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l).to_string() + "\n")
+        .collect();
+    let out = run(flow()
+        .current_dir(&root)
+        .args(["test", "pipelines/scraper.test.yaml"]))
+    .expect_code(0);
+    assert_eq!(out.stdout, shown);
+}
