@@ -471,6 +471,24 @@ orders.yaml:21:9: test "typos": expect "save": say what must come out: items, co
         out.stderr,
         "orders.yaml:17:9: test \"t\": expect[0]: unknown key \"colour\"; expected one of: stage, items, ordered, count, all, any, none\n"
     );
+
+    // Expressions that do not compile, shown as the stages' are.
+    let yaml = format!(
+        "{ORDERS}{}",
+        "tests:\n  - name: t\n    mocks: { keep: hello }\n    expect: [{ stage: save, all: '.a |' }]\n"
+    );
+    write_pipeline(dir.path(), "orders.yaml", &yaml);
+    let out = flow_test(dir.path(), &["orders.yaml"]).expect_code(2);
+    assert_eq!(
+        out.stderr,
+        r#"orders.yaml:14:20: test "t": mocks.keep: this option takes a jq expression, and this text is not valid jq (undefined filter hello); for the literal string, write '"hello"'; for the field "hello" of the input, write .hello
+    hello
+    ^
+orders.yaml:15:34: test "t": expect.all: invalid jq expression: expected term, found the end
+    .a |
+        ^
+"#
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@ use flow_core::{Expr, StageKind, Value};
 use super::build::PlannedStage;
 use super::checks::Checker;
 use super::load::{self, friendly};
+use super::teach;
 use crate::error::{Problem, Problems};
 use crate::outlet;
 use crate::spec::{ExpectSpec, MockSpec, MockStep, TestFileSpec, TestInputs, TestSpec};
@@ -229,7 +230,9 @@ impl Checker<'_> {
                     Ok(e) => Some(e),
                     Err(e) => {
                         let pos = this.positions.value(path);
-                        this.report(None, pos, format!("{label}: mocks.{name}: {e}"));
+                        let key = format!("mocks.{name}");
+                        let message = teach::expression_problem(&key, code, &e);
+                        this.report(None, pos, format!("{label}: {message}"));
                         None
                     }
                 }
@@ -290,7 +293,8 @@ impl Checker<'_> {
                 Ok(expr) => Some(expr),
                 Err(err) => {
                     let pos = this.positions.value(&format!("{path}.{key}"));
-                    this.report(None, pos, format!("{label}: expect.{key}: {err}"));
+                    let message = teach::expression_problem(&format!("expect.{key}"), code, &err);
+                    this.report(None, pos, format!("{label}: {message}"));
                     None
                 }
             }
