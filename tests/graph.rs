@@ -186,7 +186,9 @@ mod schema {
         let mut checked = 0;
         for entry in std::fs::read_dir(repo_root().join("pipelines")).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "yaml") {
+            // NAME.test.yaml files are tests of a pipeline, not pipelines.
+            let tests = path.to_string_lossy().ends_with(".test.yaml");
+            if path.extension().is_some_and(|e| e == "yaml") && !tests {
                 let doc = yaml(&std::fs::read_to_string(&path).unwrap());
                 let errors = errors(&validator, &doc);
                 assert!(errors.is_empty(), "{}:\n{errors}", path.display());

@@ -1786,7 +1786,7 @@ fn every_unknown_key_is_reported_and_the_rest_still_checked() {
             "    inputs: [sqare]",
         ],
         &[
-            r#"bad.yaml:2:1: unknown key "stags_note"; expected one of: name, limits, defaults, state, checkpoint_interval, stages"#,
+            r#"bad.yaml:2:1: unknown key "stags_note"; expected one of: name, limits, defaults, state, checkpoint_interval, stages, tests"#,
             r#"bad.yaml:4:3: defaults: unknown key "queu" (did you mean "queue"?)"#,
             r#"bad.yaml:5:12: defaults.retry: unknown key "atempts" (did you mean "attempts"?)"#,
             r#"bad.yaml:9:5: stage "gen": unknown key "count": it is an option of type generate; put it under with:"#,

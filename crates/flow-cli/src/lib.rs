@@ -1,4 +1,5 @@
-//! The `flow` command line: `run`, `validate`, `stages`, `graph`, `schema`.
+//! The `flow` command line: `run`, `validate`, `test`, `stages`, `graph`,
+//! `schema`.
 //!
 //! A custom binary with extra stage types is two lines: a `use my_plugin as
 //! _;` that links the plugin's registrations, and [`flow_main!`], which
@@ -46,6 +47,7 @@ mod schema;
 mod serve;
 mod signals;
 mod stages;
+mod test;
 
 /// Declarative pipelines: bounded queues, worker pools and per-stage stats.
 #[derive(Parser)]
@@ -125,6 +127,17 @@ enum Command {
         /// directly in one (not in its subdirectories), in name order.
         #[arg(required = true)]
         pipelines: Vec<PathBuf>,
+    },
+    /// Run the tests of pipeline files (their `tests:`, or a NAME.test.yaml
+    /// naming its pipeline), offline: exit 1 if one fails, 2 if a file is bad.
+    Test {
+        /// Pipeline or test files, or directories: every `*.yaml` and
+        /// `*.yml` file directly in one, in name order.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Only the tests whose `FILE::NAME` contains this text.
+        #[arg(long, value_name = "NAME")]
+        filter: Option<String>,
     },
     /// Print the pipeline's graph: Mermaid, or Graphviz dot.
     Graph {
@@ -219,7 +232,8 @@ fn run_cli() -> u8 {
             };
         }
     };
-    logs::init(cli.verbose, cli.log_format);
+    let testing = matches!(cli.command, Command::Test { .. });
+    logs::init(cli.verbose, cli.log_format, testing);
     match cli.command {
         Command::Run {
             pipeline,
@@ -259,6 +273,7 @@ fn run_cli() -> u8 {
             },
         ),
         Command::Validate { pipelines } => validate_all(&pipelines),
+        Command::Test { paths, filter } => test::run(&paths, filter.as_deref()),
         Command::Graph { pipeline, format } => graph::show(&pipeline, format),
         Command::Schema => schema::show(),
         Command::Stages { type_name } => stages::show(type_name.as_deref()),
@@ -314,14 +329,33 @@ fn pipeline_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn validate(path: &std::path::Path) -> u8 {
+    if flow_runner::testing::is_test_file(path) {
+        return match flow_runner::testing::load_suite(path) {
+            Ok(suite) => print_out(&format!(
+                "{}: ok: {} tests of {}\n",
+                path.display(),
+                suite.tests.len(),
+                suite.pipeline.display()
+            )),
+            Err(problems) => {
+                eprintln!("{problems}");
+                exit::BAD_INPUT
+            }
+        };
+    }
     match flow_runner::load(path) {
         Ok(plan) => {
             let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
             // A reader that stopped reading (`| head`) does not change
             // the verdict: the exit code still says whether every file
             // is valid.
+            let tests = match plan.tests.len() {
+                0 => String::new(),
+                1 => ", 1 test".to_string(),
+                n => format!(", {n} tests"),
+            };
             print_out(&format!(
-                "{}: ok: {} stages ({})\n",
+                "{}: ok: {} stages ({}){tests}\n",
                 path.display(),
                 names.len(),
                 names.join(", ")

@@ -23,11 +23,14 @@ pub enum LogFormat {
 /// Sets up the subscriber: `-v` shows flow's own debug lines (queue water
 /// marks, retries) while libraries stay at warn until `-vv`. With
 /// [`LogFormat::Json`] each line is one JSON object: `timestamp`, `level`,
-/// `message`, the event's fields and `target`.
-pub fn init(verbose: u8, format: LogFormat) {
+/// `message`, the event's fields and `target`. `testing` (`flow test`):
+/// the runs' own warnings (an item dropped, as the test meant) are shown
+/// only from `-v` on; the test results say what went wrong.
+pub fn init(verbose: u8, format: LogFormat, testing: bool) {
     use tracing_subscriber::EnvFilter;
     let flow = "flow_core={0},flow_runner={0},flow_stages={0},flow_cli={0}";
     let directives = match verbose {
+        0 if testing => "off".to_string(),
         0 => "warn".to_string(),
         1 => format!("warn,{}", flow.replace("{0}", "debug")),
         2 => format!("info,{}", flow.replace("{0}", "trace")),

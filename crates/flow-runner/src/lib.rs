@@ -8,6 +8,8 @@
 //!   path out of a stage (`outlet.rs`: ports, `on_error`, counts,
 //!   outcomes), stopping (`stop.rs`), orderly completion.
 //! * [`stats`]: live counters and the end-of-run [`stats::Report`].
+//! * [`testing`]: `flow test`, a pipeline's unit tests, each a run of its
+//!   own with its sources fed, its sinks captured and its clock paused.
 //!
 //! Only what the command line and tests need is public: loading
 //! ([`load`]), running ([`run()`], [`Running`], [`RunControl`],
@@ -31,6 +33,7 @@ pub mod spec;
 pub mod stats;
 mod stop;
 pub mod suggest;
+pub mod testing;
 mod worker;
 mod yaml;
 

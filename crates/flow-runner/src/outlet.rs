@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flow_core::value::{int, object, string, to_json};
-use flow_core::{Item, Outcome, Port, StageError, StageKind};
+use flow_core::{Item, Outcome, Port, StageError, StageKind, Value};
 use tokio::sync::Notify;
 
 use crate::control::FlowControl;
@@ -118,6 +118,8 @@ pub(crate) struct Pipeline {
     pub(crate) live_workers: AtomicUsize,
     /// A durable run's checkpoints.
     pub(crate) checkpoints: Option<Arc<crate::durable::Checkpoints>>,
+    /// A test's run (`flow test`): records what leaves each stage.
+    pub(crate) tap: Option<Arc<crate::testing::Tap>>,
 }
 
 impl Pipeline {
@@ -196,6 +198,18 @@ impl Pipeline {
         }) = failed.next()
         {
             c.record_error(error.message(), || shorten(&to_json(&item.value)));
+            let letter = |item: Value| {
+                let error = object([
+                    ("stage", string(st.name.clone())),
+                    ("message", string(error.message())),
+                    ("attempts", int(i64::from(attempts))),
+                ]);
+                object([("item", item), ("error", error)])
+            };
+            if let Some(tap) = &self.tap {
+                let value = letter(item.value.clone());
+                tap.record(&st.name, ERROR, std::iter::once(&value));
+            }
             let tries = match attempts {
                 1 => String::new(),
                 n => format!(" (after {n} attempts)"),
@@ -232,14 +246,8 @@ impl Pipeline {
                     // that is not (the run stops) makes it abandoned.
                     item.lineage.mark(Outcome::DeadLettered);
                     StageCounters::add(&c.dead_lettered, 1);
-                    let error = object([
-                        ("stage", string(st.name.clone())),
-                        ("message", string(error.message())),
-                        ("attempts", int(i64::from(attempts))),
-                    ]);
-                    let value = object([("item", item.value), ("error", error)]);
                     letters.push(Item {
-                        value,
+                        value: letter(item.value),
                         lineage: item.lineage,
                     });
                 }
@@ -314,6 +322,10 @@ impl Pipeline {
             return;
         }
         let outlet = &st.outlets[port];
+        // Failed items were recorded as they failed, whatever `on_error`.
+        if let Some(tap) = self.tap.as_ref().filter(|_| port != ERROR) {
+            tap.record(&st.name, port, items.iter().map(|i| &i.value));
+        }
         if port >= 2 {
             StageCounters::add(&outlet.emitted, items.len() as u64);
         }

@@ -21,6 +21,7 @@ mod checks;
 mod control;
 mod graph;
 mod load;
+mod suite;
 mod teach;
 
 use crate::error::Problems;
@@ -28,6 +29,7 @@ pub use build::PlannedStage;
 use checks::Checker;
 pub use graph::{Edge, EdgeKind, OnError};
 pub use load::MAX_FILE_BYTES;
+pub(crate) use suite::load_test_file;
 
 /// A validated pipeline whose stages are built and wired, ready to run.
 pub struct Plan {
@@ -51,6 +53,10 @@ pub struct Plan {
     consumers: Vec<Vec<usize>>,
     /// For each stage, the stages whose items go to its input queue.
     producers: Vec<Vec<usize>>,
+    /// The file's `tests:`, checked against the stages (`flow test`).
+    pub tests: Vec<crate::testing::TestCase>,
+    /// For a test's run: where what leaves each stage is recorded.
+    pub(crate) tap: Option<std::sync::Arc<crate::testing::Tap>>,
 }
 
 impl Plan {
@@ -71,7 +77,18 @@ impl Plan {
             edges,
             consumers,
             producers,
+            tests: Vec::new(),
+            tap: None,
         }
+    }
+
+    /// The same plan with `stages` (wired differently, for a test), its
+    /// graph computed again.
+    pub(crate) fn with_stages(self, stages: Vec<PlannedStage>) -> Plan {
+        let mut plan = Plan::new(self.name, self.file, stages, self.hash);
+        plan.state = self.state;
+        plan.checkpoint_interval = self.checkpoint_interval;
+        plan
     }
 
     /// The edges of the pipeline's graph, by stage index: an edge from
@@ -120,21 +137,31 @@ pub fn load_str(
     } = load::parse(text, &file, env)?;
     let base_dir = std::path::absolute(path.parent().unwrap_or(Path::new(".")))
         .unwrap_or_else(|_| PathBuf::from("."));
+    let mut spec = spec;
+    let tests = std::mem::take(&mut spec.tests);
     let mut checker = Checker::new(file, &doc, problems);
     let checked = checker.check(&spec);
     let stages = checker.build(&spec, &checked, &base_dir);
+    // Tests name stages: checked once every stage is built.
+    let tests = if stages.len() == spec.stages.len() {
+        checker.check_tests(&tests, &stages)
+    } else {
+        Vec::new()
+    };
     checker.finish()?;
     let name = spec.name.clone().unwrap_or_else(|| {
         path.file_stem()
             .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned())
     });
     // The spec holds every value as read, `${VAR}`s replaced: its text is
-    // the pipeline's identity for checkpoints.
+    // the pipeline's identity for checkpoints (its tests taken out: a new
+    // test does not change what a run does).
     let hash = format!(
         "{:016x}",
         flow_core::text::fnv1a(format!("{spec:?}").as_bytes())
     );
     let mut plan = Plan::new(name, path.to_path_buf(), stages, hash);
+    plan.tests = tests;
     plan.state = spec.state.as_deref().map(|dir| base_dir.join(dir));
     if let Some(interval) = spec.checkpoint_interval {
         plan.checkpoint_interval = interval;

@@ -158,6 +158,7 @@ impl Running {
             plan.stages.iter().map(|s| s.ports.names.clone()).collect();
         let durable_sinks = crate::durable::sinks_of(&plan);
         let (durability, hash) = (plan.durability.take(), plan.hash.clone());
+        let tap = plan.tap.take();
         let mut factories = Vec::new();
         let mut stages = Vec::new();
         let mut halts: Vec<Halt> = queues.iter().flatten().cloned().map(Halt::Queue).collect();
@@ -225,6 +226,7 @@ impl Running {
             drained: Default::default(),
             live_workers: AtomicUsize::new(live_workers),
             checkpoints,
+            tap,
         });
         if live_workers == 0 {
             pipeline.drained.raise();

@@ -37,13 +37,14 @@ pub const MAX_ATTEMPTS: u32 = 1_000;
 pub const MAX_NAME: usize = 128;
 
 /// The keys of a pipeline file's top level.
-pub const PIPELINE_KEYS: [&str; 6] = [
+pub const PIPELINE_KEYS: [&str; 7] = [
     "name",
     "limits",
     "defaults",
     "state",
     "checkpoint_interval",
     "stages",
+    "tests",
 ];
 /// The keys of `defaults:`.
 pub const DEFAULTS_KEYS: [&str; 10] = [
@@ -106,6 +107,228 @@ pub struct PipelineSpec {
     /// The stages, each reading from the one before it unless it names its
     /// `inputs`.
     pub stages: Vec<StageSpec>,
+    /// Unit tests of the pipeline, run by `flow test` (and checked by
+    /// `flow validate`); `flow run` ignores them.
+    #[serde(default)]
+    pub tests: Vec<TestSpec>,
+}
+
+/// A file of tests for a pipeline kept elsewhere (`NAME.test.yaml`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestFileSpec {
+    /// The pipeline file tested, relative to this file.
+    pub pipeline: String,
+    /// The tests, as under `tests:` in a pipeline file.
+    pub tests: Vec<TestSpec>,
+}
+
+/// One unit test, run by `flow test` as a run of its own: the sources
+/// emit only the `input` items given to them, the sinks write nothing
+/// (what reaches them is captured), mocked stages are replaced, and the
+/// clock does not wait (retry backoffs, rate limits and timeouts take no
+/// real time).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "test", title = "test")]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    /// The test's name, shown as `FILE::NAME`.
+    pub name: String,
+    /// Items fed into a stage's input (for a source, instead of what it
+    /// would emit): one `{stage, items}`, or a list of them.
+    #[serde(default)]
+    pub input: TestInputs,
+    /// Stages replaced for the test: by a jq expression run on each item,
+    /// by a list of them used one per call (the last entry ends the list),
+    /// or by `{error: MESSAGE}` (a failure that `retry` retries;
+    /// `permanent: true` for one it does not), also as a list entry.
+    #[serde(default)]
+    pub mocks: BTreeMap<String, MockSpec>,
+    /// What must come out: per stage (`name`), port (`name.port`) or error
+    /// port (`name.error`: its failed items as
+    /// `{item, error: {stage, message, attempts}}`).
+    #[serde(default)]
+    pub expect: Vec<ExpectSpec>,
+}
+
+/// Items fed into one stage.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "test_input", title = "test input")]
+#[serde(deny_unknown_fields)]
+pub struct TestInput {
+    /// The stage whose input takes the items (a source emits them).
+    pub stage: String,
+    /// The items, in order.
+    pub items: Vec<serde_json::Value>,
+}
+
+/// One `{stage, items}` or a list of them.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "test_inputs", title = "test inputs", untagged)]
+pub enum TestInputs {
+    #[default]
+    None,
+    One(TestInput),
+    Many(Vec<TestInput>),
+}
+
+impl TestInputs {
+    pub fn list(&self) -> &[TestInput] {
+        match self {
+            TestInputs::None => &[],
+            TestInputs::One(one) => std::slice::from_ref(one),
+            TestInputs::Many(many) => many,
+        }
+    }
+}
+
+// Not `#[serde(untagged)]`, whose one message for everything would hide
+// which key is wrong.
+impl<'de> Deserialize<'de> for TestInputs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InputsVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for InputsVisitor {
+            type Value = TestInputs;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("{stage, items}, or a list of them")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<TestInputs, A::Error> {
+                let seq = serde::de::value::SeqAccessDeserializer::new(seq);
+                Vec::<TestInput>::deserialize(seq).map(TestInputs::Many)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TestInputs, A::Error> {
+                let map = serde::de::value::MapAccessDeserializer::new(map);
+                TestInput::deserialize(map).map(TestInputs::One)
+            }
+        }
+
+        deserializer.deserialize_any(InputsVisitor)
+    }
+}
+
+/// What a mocked stage does instead of its work.
+#[derive(Debug, JsonSchema)]
+#[schemars(rename = "mock", title = "mock", untagged)]
+pub enum MockSpec {
+    /// A jq expression run on each item: its outputs are the stage's.
+    Expr(String),
+    /// One entry per call, in order: a jq expression or `{error: …}`.
+    Steps(Vec<MockStep>),
+    /// Every call fails.
+    Error(MockError),
+}
+
+/// One call of a mocked stage.
+#[derive(Debug, JsonSchema)]
+#[schemars(rename = "mock_step", title = "mock step", untagged)]
+pub enum MockStep {
+    Expr(String),
+    Error(MockError),
+}
+
+/// A failure a mocked stage gives.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "mock_error", title = "mock error")]
+#[serde(deny_unknown_fields)]
+pub struct MockError {
+    /// The error message.
+    pub error: String,
+    /// `true`: not retried (like a 404); by default `retry` retries it
+    /// (like a 503).
+    #[serde(default)]
+    pub permanent: bool,
+}
+
+impl<'de> Deserialize<'de> for MockSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MockVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for MockVisitor {
+            type Value = MockSpec;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a jq expression, a list of them, or {error: MESSAGE}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, code: &str) -> Result<MockSpec, E> {
+                Ok(MockSpec::Expr(code.to_string()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<MockSpec, A::Error> {
+                let seq = serde::de::value::SeqAccessDeserializer::new(seq);
+                Vec::<MockStep>::deserialize(seq).map(MockSpec::Steps)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<MockSpec, A::Error> {
+                let map = serde::de::value::MapAccessDeserializer::new(map);
+                MockError::deserialize(map).map(MockSpec::Error)
+            }
+        }
+
+        deserializer.deserialize_any(MockVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for MockStep {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StepVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for StepVisitor {
+            type Value = MockStep;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a jq expression or {error: MESSAGE}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, code: &str) -> Result<MockStep, E> {
+                Ok(MockStep::Expr(code.to_string()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<MockStep, A::Error> {
+                let map = serde::de::value::MapAccessDeserializer::new(map);
+                MockError::deserialize(map).map(MockStep::Error)
+            }
+        }
+
+        deserializer.deserialize_any(StepVisitor)
+    }
+}
+
+/// An expectation on what came out of a stage, a port or an error port
+/// during a test. Several checks may be given; each must hold.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(rename = "expect", title = "expect")]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSpec {
+    /// `name` (a stage's output; for a sink, what it received), `name.port`
+    /// (a named port) or `name.error` (the items that failed there, as
+    /// `{item, error: {stage, message, attempts}}`, whatever its
+    /// `on_error`; a port the stage itself calls `error` is that port).
+    pub stage: String,
+    /// Exactly these items, in any order unless `ordered: true`.
+    pub items: Option<Vec<serde_json::Value>>,
+    /// With `items`: in this order too.
+    #[serde(default)]
+    pub ordered: bool,
+    /// Exactly this many items.
+    #[serde(default, deserialize_with = "optional_usize")]
+    pub count: Option<usize>,
+    /// A jq condition every item satisfies (and at least one came).
+    pub all: Option<String>,
+    /// A jq condition at least one item satisfies.
+    pub any: Option<String>,
+    /// `true`: no item came.
+    pub none: Option<bool>,
 }
 
 /// The runner-owned settings that `defaults:` may give every processor and

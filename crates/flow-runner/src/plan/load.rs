@@ -179,7 +179,7 @@ pub(super) fn parse<'t>(
         };
         let message = match lead {
             "" => message,
-            lead => format!("{lead}: {message}"),
+            lead => format!("{}: {message}", in_test(&doc, lead)),
         };
         let pos = if unknown {
             doc.key(&e.path)
@@ -439,6 +439,23 @@ fn stage_of_path(doc: &Doc, path: &str) -> (Option<String>, String) {
     let key = key.strip_prefix('.').unwrap_or(key).to_string();
     let name = doc.text(&format!("stages[{n}].name")).map(str::to_string);
     (name, key)
+}
+
+/// A path inside `tests[N]` as the user knows it: `test "name": expect[1]`.
+pub(super) fn in_test(doc: &Doc, path: &str) -> String {
+    let Some((n, rest)) = path
+        .strip_prefix("tests[")
+        .and_then(|rest| rest.split_once(']'))
+    else {
+        return path.to_string();
+    };
+    let Some(name) = doc.text(&format!("tests[{n}].name")) else {
+        return path.to_string();
+    };
+    match rest.strip_prefix('.').unwrap_or(rest) {
+        "" => format!("test \"{name}\""),
+        rest => format!("test \"{name}\": {rest}"),
+    }
 }
 
 fn pos_of_offset(text: &str, offset: usize) -> Pos {
