@@ -150,7 +150,7 @@ fn past_max_keys_the_least_recently_updated_key_is_emitted_early() {
     let dir = tempfile::tempdir().unwrap();
     // 100 keys, 10 kept: key k of item i is i % 100, so every key is
     // evicted before it comes back; the counts still add up per key.
-    go(
+    let (stats, _) = go(
         dir.path(),
         "stages:
   - { name: src, type: generate, with: { count: 1000, value: '{k: ($i % 100)}' } }
@@ -168,6 +168,8 @@ fn past_max_keys_the_least_recently_updated_key_is_emitted_early() {
     let counts = per_key(&dir.path().join("out.jsonl"), "count");
     assert_eq!(counts.len(), 100);
     assert!(counts.values().all(|&c| c == 10), "{counts:?}");
+    // Every item but the last 10 evicted a key, and the stats say so.
+    assert_eq!(stage(&stats, "count")["counts"]["evicted"], 990);
     // With room for every key, one line each.
     let dir = tempfile::tempdir().unwrap();
     go(

@@ -593,6 +593,7 @@ mod tests {
             done: true,
             outputs: Vec::new(),
             resumed: 0,
+            counts: Default::default(),
         }
     }
 

@@ -384,6 +384,8 @@ pub struct Output {
     spill: Option<Spill>,
     spilled: u64,
     stopping: bool,
+    /// Counts of the stage's own, not yet handed to the runner.
+    counts: Vec<(&'static str, u64)>,
 }
 
 impl fmt::Debug for Output {
@@ -412,6 +414,23 @@ impl Output {
     pub fn emit(&mut self, value: Value) {
         let lineage = self.current.clone();
         self.push(Item { value, lineage });
+    }
+
+    /// Adds `n` to a count of the stage's own, shown with its stats
+    /// (`"counts": {"evicted": 12}` in the stats JSON): what users of the
+    /// stage should be able to see, such as accumulators a `reduce`
+    /// emitted early to stay within its `max_keys`.
+    pub fn count(&mut self, name: &'static str, n: u64) {
+        match self.counts.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, total)) => *total += n,
+            None => self.counts.push((name, n)),
+        }
+    }
+
+    /// Runner use: the counts added since the last call.
+    #[doc(hidden)]
+    pub fn take_counts(&mut self) -> Vec<(&'static str, u64)> {
+        std::mem::take(&mut self.counts)
     }
 
     /// Emits a value with an explicit lineage: a source attaching a

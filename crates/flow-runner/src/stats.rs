@@ -28,6 +28,8 @@ pub struct StageCounters {
     /// A source's known total, once it says.
     total: KnownTotal,
     latency: Mutex<Option<Histogram<u64>>>,
+    /// Counts of the stage's own ([`flow_core::Output::count`]).
+    named: Mutex<BTreeMap<&'static str, u64>>,
     errors_seen: Mutex<ErrorTally>,
     log_limit: Mutex<LogLimit>,
 }
@@ -96,6 +98,17 @@ impl StageCounters {
     pub fn add_time(counter: &AtomicU64, d: Duration) {
         if !d.is_zero() {
             counter.fetch_add(d.as_nanos() as u64, Relaxed);
+        }
+    }
+
+    /// Adds counts of the stage's own.
+    pub fn add_named(&self, counts: Vec<(&'static str, u64)>) {
+        if counts.is_empty() {
+            return;
+        }
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, n) in counts {
+            *named.entry(name).or_default() += n;
         }
     }
 
@@ -507,6 +520,10 @@ pub struct StageReport {
     /// runs did; `items_out` counts this run's. Absent when 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub resumed: u64,
+    /// Counts of the stage's own (a `reduce`'s `evicted`); absent when
+    /// it has none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -683,6 +700,13 @@ pub(crate) fn stage_report(
         done: info.done,
         outputs: info.outputs,
         resumed: info.resumed,
+        counts: c
+            .named
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
     }
 }
 
@@ -861,6 +885,7 @@ mod bottleneck_tests {
             done: true,
             outputs: Vec::new(),
             resumed: 0,
+            counts: BTreeMap::new(),
         }
     }
 

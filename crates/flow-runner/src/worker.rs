@@ -588,6 +588,7 @@ impl WorkerLoop<'_> {
     /// Passes the outputs on: in input order for an `ordered` stage (by the
     /// take's ticket), straight away otherwise.
     async fn emit(&mut self, ticket: Option<u64>) {
+        self.st.counters.add_named(self.held.out.take_counts());
         let (main, routed) = self.held.out.outputs_mut();
         match (&self.st.reorder, ticket) {
             (Some(reorder), Some(ticket)) => {

@@ -39,7 +39,8 @@ use serde::Deserialize;
 ///
 /// Memory: at most `max_keys` accumulators (default 100,000) are kept;
 /// past it the least recently updated is emitted early and a later item of
-/// its key starts a new one (logged at the end). Workers share one
+/// its key starts a new one (counted as `evicted` in the stage's stats,
+/// and logged at the end). Workers share one
 /// accumulator per key. An item whose `key`, `init` or `update` fails is
 /// that item's error; its key's accumulator is unchanged. An emitted
 /// accumulator carries the items folded into it: a source hears they were
@@ -348,6 +349,7 @@ impl Transform for Reduce {
                 && let Some(slot) = Reduce::remove(&mut state, &oldest)
             {
                 state.evicted += 1;
+                out.count("evicted", 1);
                 self.emit(out, &oldest, slot);
             }
         }
