@@ -208,7 +208,7 @@ impl Expr {
     /// `null`); false when it has none.
     pub fn test(&self, input: &Value) -> Result<bool, StageError> {
         if let Some(fast) = &self.fast
-            && let Ok(out) = fast.eval_ref(input, &[])
+            && let Ok(out) = fast.eval(input, &[])
         {
             return Ok(out.is_some_and(|v| !matches!(v, Value::Null | Value::Bool(false))));
         }

@@ -112,12 +112,7 @@ impl Fast {
     }
 
     /// The output (`None`: none) for input `x`, which stays the caller's.
-    pub(crate) fn eval_ref(&self, x: &Value, vars: &[Value]) -> Out {
-        self.eval(x, vars)
-    }
-
-    /// The output (`None`: none) for input `x`.
-    fn eval(&self, x: &Value, vars: &[Value]) -> Out {
+    pub(crate) fn eval(&self, x: &Value, vars: &[Value]) -> Out {
         Ok(Some(match self {
             Fast::Id => x.clone(),
             Fast::Lit(v) => v.clone(),

@@ -143,8 +143,8 @@ struct State {
     /// evicts.
     order: BTreeMap<u64, Key>,
     tick: u64,
-    /// The open windows with their keys, for emitting a window whole.
-    windows: BTreeMap<i64, Vec<Value>>,
+    /// The open windows, with how many accumulators each holds.
+    windows: BTreeMap<i64, usize>,
     /// Event time: the latest item time seen, in milliseconds.
     latest: Option<i64>,
     /// Windows before this one were emitted.
@@ -248,29 +248,29 @@ impl Reduce {
         let slot = state.slots.remove(key)?;
         state.order.remove(&slot.tick);
         if let Some(w) = key.0
-            && let Some(keys) = state.windows.get_mut(&w)
+            && let Some(n) = state.windows.get_mut(&w)
         {
-            keys.retain(|k| k != &key.1);
-            if keys.is_empty() {
+            *n -= 1;
+            if *n == 0 {
                 state.windows.remove(&w);
             }
         }
         Some(slot)
     }
 
-    /// Emits every window that ends before `before` (an index).
+    /// Emits every window that ends before `before` (an index), its
+    /// accumulators in the order they were last updated. A window closes
+    /// once, so a walk over every accumulator (at most `max_keys`) is cheap.
     fn close_windows(&self, state: &mut State, before: i64, out: &mut Output) {
-        while let Some((&w, _)) = state.windows.first_key_value() {
-            if w >= before {
-                break;
-            }
-            let keys = state.windows.remove(&w).unwrap_or_default();
-            for k in keys {
-                let key = (Some(w), k);
-                if let Some(slot) = state.slots.remove(&key) {
-                    state.order.remove(&slot.tick);
-                    self.emit(out, &key, slot);
-                }
+        let due: Vec<Key> = state
+            .order
+            .values()
+            .filter(|(w, _)| w.is_some_and(|w| w < before))
+            .cloned()
+            .collect();
+        for key in due {
+            if let Some(slot) = Reduce::remove(state, &key) {
+                self.emit(out, &key, slot);
             }
         }
         state.closed_before = Some(state.closed_before.map_or(before, |c| c.max(before)));
@@ -310,7 +310,7 @@ impl Transform for Reduce {
     }
 
     fn apply(&mut self, input: &Value, out: &mut Output) -> Result<(), StageError> {
-        let config = self.config.clone();
+        let config = &*self.config;
         let key = match &config.key {
             Some(k) => first(k, input.clone(), &[], "key")?,
             None => Value::Null,
@@ -335,40 +335,43 @@ impl Transform for Reduce {
             )));
         }
         let full_key: Key = (window, key);
-        let acc = match state.slots.get(&full_key) {
-            Some(slot) => slot.acc.clone(),
+        let old = state.slots.get(&full_key).map(|slot| slot.acc.clone());
+        let is_new = old.is_none();
+        let acc = match old {
+            Some(acc) => acc,
             None => first(&config.init, input.clone(), &[], "init")?,
         };
         let acc = first(&config.update, acc, std::slice::from_ref(input), "update")?;
         state.tick += 1;
         let tick = state.tick;
-        let is_new = !state.slots.contains_key(&full_key);
-        if is_new && state.slots.len() >= config.max_keys {
-            // Make room: the least recently updated accumulator goes now.
-            if let Some((_, oldest)) = state.order.pop_first()
+        if is_new {
+            if state.slots.len() >= config.max_keys
+                && let Some(oldest) = state.order.values().next().cloned()
                 && let Some(slot) = Reduce::remove(&mut state, &oldest)
             {
+                // Make room: the least recently updated accumulator goes now.
                 state.evicted += 1;
                 out.count("evicted", 1);
                 self.emit(out, &oldest, slot);
             }
+            if let Some(w) = window {
+                *state.windows.entry(w).or_default() += 1;
+            }
+            let slot = Slot {
+                acc: Value::Null,
+                held: Held::new(),
+                count: 0,
+                tick,
+            };
+            state.slots.insert(full_key.clone(), slot);
         }
-        let slot = state.slots.entry(full_key.clone()).or_insert_with(|| Slot {
-            acc: Value::Null,
-            held: Held::new(),
-            count: 0,
-            tick,
-        });
+        let slot = state.slots.get_mut(&full_key).expect("inserted above");
         let old_tick = std::mem::replace(&mut slot.tick, tick);
         slot.acc = acc;
         slot.count += 1;
         slot.held.hold(out.lineage());
         let count = slot.count;
-        if !is_new {
-            state.order.remove(&old_tick);
-        } else if let Some(w) = window {
-            state.windows.entry(w).or_default().push(full_key.1.clone());
-        }
+        state.order.remove(&old_tick);
         state.order.insert(tick, full_key.clone());
         if config.every.is_some_and(|n| count >= n)
             && let Some(slot) = Reduce::remove(&mut state, &full_key)
@@ -547,6 +550,11 @@ impl ReduceOptions {
             .find(|(_, v)| v.is_some())
             .map(|(k, _)| k);
         let at = |own: &'static str| shorthand.unwrap_or(own);
+        let key_at = match shorthand {
+            Some("count_by") => "count_by",
+            Some(_) => "by",
+            None => "key",
+        };
         if self.time.is_some() && self.window.is_none() {
             return Err(ConfigError::new(
                 "time",
@@ -569,21 +577,7 @@ impl ReduceOptions {
             return Err(ConfigError::new("window", "must be longer than 0s"));
         }
         let config = Arc::new(Config {
-            key: key
-                .map(|k| {
-                    compile(
-                        if shorthand == Some("count_by") {
-                            "count_by"
-                        } else if shorthand.is_some() {
-                            "by"
-                        } else {
-                            "key"
-                        },
-                        &k,
-                        &[],
-                    )
-                })
-                .transpose()?,
+            key: key.map(|k| compile(key_at, &k, &[])).transpose()?,
             init: compile(at("init"), &init.unwrap_or_default(), &[])?,
             update: compile(at("update"), &update.unwrap_or_default(), &["$item"])?,
             result: result
